@@ -1,0 +1,83 @@
+"""What each layer sees of the position embedding, and the LayerNorm algebra behind LaPE."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import LAPE_JOINS, VisionTransformer
+
+
+@torch.no_grad()
+def per_layer_pe(model: VisionTransformer, include_class_token: bool = False) -> torch.Tensor:
+    """The PE as each layer's attention receives it, shape (L, N, D), as the paper plots it.
+
+    * ``add`` / ``add_every_layer``: γ1_l ⊙ norm(P) + β1_l with layer l's ``norm1`` (the paper's
+      reparameterization of LN1_l(X + P): the PE part under the *token* LayerNorm's affine map).
+    * ``per_layer_pe``: the same with layer l's own P^(l).
+    * ``lape`` / ``lape_parallel``: P_l from the PE LayerNorms.
+
+    The class-token row is dropped unless ``include_class_token`` (the paper drops it), so by
+    default N is the number of patches and each row reshapes to ``model.grid``.
+    """
+    if model.pe_type == "none":
+        raise ValueError("per_layer_pe needs a model with a position embedding, but pe='none'")
+    if model.join in LAPE_JOINS:
+        pes = [p[0] for p in model.layer_pes()]
+    else:
+        raws = [p() for p in model.layer_pos_embeds] if model.layer_pos_embeds is not None else None
+        raw = model.pos_embed() if model.pos_embed is not None else None
+        pes = [
+            block.norm1(raws[i] if raws is not None else raw)[0]  # type: ignore[index]
+            for i, block in enumerate(model.blocks)
+        ]
+    out = torch.stack([p.float() for p in pes])
+    if model.cls_token is not None and not include_class_token:
+        out = out[:, 1:]
+    return out
+
+
+def pe_similarity(pe: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between every pair of PE rows: (L, N, D) -> (L, N, N) (also (N, D) -> (N, N))."""
+    unit = F.normalize(pe.float(), dim=-1)
+    return unit @ unit.transpose(-1, -2)
+
+
+class AffineSplit(NamedTuple):
+    """LN(x + p) written as a token part plus a PE part (``token + pe == LN(x + p)``)."""
+
+    token: torch.Tensor  # γ/σ(z) ⊙ (x − μ(x)) + β
+    pe: torch.Tensor  # γ/σ(z) ⊙ (p − μ(p))
+    scale: torch.Tensor  # γ/σ(z): the one per-channel, per-token scale both parts share
+
+
+def affine_split(norm: nn.LayerNorm, x: torch.Tensor, p: torch.Tensor) -> AffineSplit:
+    """Split ``norm(x + p)`` into its token and PE parts (the argument notebook 01 teaches).
+
+    With z = x + p and μ(z) = μ(x) + μ(p), LN(z) = γ ⊙ (z − μ(z))/σ(z) + β separates into
+    [γ/σ(z) ⊙ (x − μ(x)) + β] + [γ/σ(z) ⊙ (p − μ(p))]: both parts go through the same scale.
+    """
+    z = x + p
+    sigma = torch.sqrt(z.var(dim=-1, unbiased=False, keepdim=True) + norm.eps)
+    weight = norm.weight if norm.weight is not None else torch.ones_like(z[..., 0, None])
+    bias = norm.bias if norm.bias is not None else 0.0
+    scale = weight / sigma
+    token = scale * (x - x.mean(dim=-1, keepdim=True)) + bias
+    pe = scale * (p - p.mean(dim=-1, keepdim=True))
+    return AffineSplit(token, pe, scale)
+
+
+def lambda_coefficients(x: torch.Tensor, p: torch.Tensor, eps: float = 0.0) -> dict[str, torch.Tensor]:
+    """The paper's Eq. 6-7 coefficients: LN(x+ω) = λ1·LN(x) + λ2·LN(ω) + λ3·β (per token).
+
+    λ2 = σ_ω / σ_{x+ω} is the share the PE keeps; it shrinks as the residual stream grows.
+    """
+
+    def std(t: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(t.var(dim=-1, unbiased=False) + eps)
+
+    s_x, s_p, s_z = std(x), std(p), std(x + p)
+    return {"lambda1": s_x / s_z, "lambda2": s_p / s_z, "lambda3": (s_z - s_x - s_p) / s_z}

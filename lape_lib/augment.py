@@ -1,0 +1,280 @@
+"""The CIFAR recipe's augmentation as batched tensor ops (GPU or CPU), per sample.
+
+One ``grid_sample`` does the random resized crop, the flip and RandAugment's geometric ops
+(rotate, shear, translate) for the whole batch; the colour ops are elementwise and selected per
+sample with masks; random erasing, mixup and cutmix follow timm's definitions. All randomness
+comes from a ``torch.Generator`` that the caller seeds from (seed, epoch, step), so a batch's
+augmentation is a pure function of those numbers: paired runs see identical batches and a
+resumed run needs no RNG state.
+
+Deviations from timm's PIL pipeline, chosen for speed and kept small: RandAugment's geometric
+ops are composed with the crop into one bilinear warp (timm resamples per op and picks a random
+interpolation); ``equalize`` is the textbook CDF equalization; ``posterize`` keeps at least one
+bit (timm's ``PosterizeIncreasing`` asks current Pillow for 0 bits at magnitude 10 and raises).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Switches and strengths; the defaults are Compact Transformers' CIFAR recipe."""
+
+    crop_scale: tuple[float, float] | None = (0.8, 1.0)  # random resized crop; None: off
+    flip: bool = True
+    randaug_ops: int = 2  # ops per image; 0 turns RandAugment off
+    randaug_magnitude: float = 9.0
+    randaug_std: float = 0.5
+    randaug_prob: float = 0.5  # each chosen op is applied with this probability (timm's default)
+    erasing: float = 0.25  # random erasing probability
+    mixup: float = 0.8  # mixup alpha; 0 turns mixup off
+    cutmix: float = 1.0  # cutmix alpha; 0 turns cutmix off
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5  # cutmix instead of mixup, per batch
+    label_smoothing: float = 0.1
+
+    @classmethod
+    def off(cls) -> AugmentConfig:
+        return cls(crop_scale=None, flip=False, randaug_ops=0, erasing=0.0, mixup=0.0, cutmix=0.0, label_smoothing=0.0)
+
+
+GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+COLOR_OPS = (
+    "autocontrast", "equalize", "invert", "posterize", "solarize", "solarize_add",
+    "color", "contrast", "brightness", "sharpness",
+)
+RANDAUG_OPS = COLOR_OPS + GEOMETRIC_OPS  # timm's rand "increasing" list, 15 ops
+
+
+def _signed(u: torch.Tensor, coin: torch.Tensor) -> torch.Tensor:
+    return torch.where(coin < 0.5, -u, u)
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (degenerate + factor.view(-1, 1, 1, 1) * (x - degenerate)).clamp(0, 1)
+
+
+def _equalize(x: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = x.shape
+    levels = (x * 255).round().long().clamp(0, 255).view(b * c, h * w)
+    hist = torch.zeros(b * c, 256, device=x.device).scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float))
+    cdf = hist.cumsum(1)
+    cdf_min = torch.where(hist > 0, cdf, torch.full_like(cdf, float(h * w))).min(1, keepdim=True).values
+    lut = ((cdf - cdf_min) / (h * w - cdf_min).clamp(min=1)).clamp(0, 1)
+    return lut.gather(1, levels).view(b, c, h, w)
+
+
+def _sharpen_degenerate(x: torch.Tensor) -> torch.Tensor:
+    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], device=x.device, dtype=x.dtype) / 13
+    smooth = F.conv2d(x, kernel.expand(x.shape[1], 1, 3, 3).contiguous(), padding=1, groups=x.shape[1])
+    out = x.clone()  # PIL leaves the border pixels untouched
+    out[..., 1:-1, 1:-1] = smooth[..., 1:-1, 1:-1]
+    return out
+
+
+def _color_op(name: str, x: torch.Tensor, level: torch.Tensor, coin: torch.Tensor) -> torch.Tensor:
+    """One RandAugment colour op on the whole batch; ``level`` is magnitude/10 per sample."""
+    lv = level.view(-1, 1, 1, 1)
+    if name == "autocontrast":
+        lo = x.amin(dim=(2, 3), keepdim=True)
+        hi = x.amax(dim=(2, 3), keepdim=True)
+        return torch.where(hi > lo, (x - lo) / (hi - lo).clamp(min=1e-6), x)
+    if name == "equalize":
+        return _equalize(x)
+    if name == "invert":
+        return 1 - x
+    if name == "posterize":
+        bits = (4 - (lv * 4).long()).clamp(1, 8)  # >= 1 bit: see the module docstring
+        step = 2.0 ** (8 - bits)
+        return torch.floor(x * 255 / step) * step / 255
+    if name == "solarize":
+        threshold = 1 - lv  # timm: 256 - level*256 on the 0..255 scale
+        return torch.where(x >= threshold, 1 - x, x)
+    if name == "solarize_add":
+        return torch.where(x < 0.5, (x + lv * 110 / 255).clamp(max=1), x)
+    factor = 1 + _signed(level * 0.9, coin)
+    if name == "color":
+        return _blend(_grayscale(x), x, factor)
+    if name == "contrast":
+        return _blend(_grayscale(x).mean(dim=(2, 3), keepdim=True), x, factor)
+    if name == "brightness":
+        return _blend(torch.zeros_like(x), x, factor)
+    if name == "sharpness":
+        return _blend(_sharpen_degenerate(x), x, factor)
+    raise ValueError(f"unknown colour op {name!r}; valid: {COLOR_OPS}")
+
+
+def _any(mask: torch.Tensor) -> bool:
+    # On a GPU, computing an op for the whole batch is cheaper than a host sync to skip it.
+    return mask.device.type != "cpu" or bool(mask.any())
+
+
+def _rand(g: torch.Generator, *shape: int, device: torch.device) -> torch.Tensor:
+    return torch.rand(*shape, generator=g, device=device)
+
+
+def geometric_matrix(b: int, cfg: AugmentConfig, ops: torch.Tensor, apply: torch.Tensor, level: torch.Tensor,
+                     g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Per-sample affine maps (B, 2, 3) in ``affine_grid``'s normalized output->input coordinates."""
+    eye = torch.eye(3, device=device).expand(b, 3, 3).clone()
+    m = eye.clone()
+    if cfg.crop_scale is not None:
+        lo, hi = cfg.crop_scale
+        area = lo + (hi - lo) * _rand(g, b, device=device)
+        log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * _rand(g, b, device=device)
+        ratio = log_ratio.exp()
+        w = (area * ratio).sqrt().clamp(max=1)
+        h = (area / ratio).sqrt().clamp(max=1)
+        cx = (1 - w) * (2 * _rand(g, b, device=device) - 1)
+        cy = (1 - h) * (2 * _rand(g, b, device=device) - 1)
+        m[:, 0, 0], m[:, 1, 1], m[:, 0, 2], m[:, 1, 2] = w, h, cx, cy
+    if cfg.flip:
+        flip = torch.where(_rand(g, b, device=device) < 0.5, -1.0, 1.0)
+        m = m @ torch.diag_embed(torch.stack([flip, torch.ones_like(flip), torch.ones_like(flip)], -1))
+    for j in range(ops.shape[1]):
+        coin = _rand(g, b, device=device)
+        for k, name in enumerate(GEOMETRIC_OPS, start=len(COLOR_OPS)):
+            on = (ops[:, j] == k) & apply[:, j]
+            if not _any(on):
+                continue
+            op = eye.clone()
+            lv = level[:, j]
+            if name == "rotate":
+                t = _signed(lv * math.radians(30), coin)
+                op[:, 0, 0], op[:, 0, 1], op[:, 1, 0], op[:, 1, 1] = t.cos(), -t.sin(), t.sin(), t.cos()
+            elif name == "shear_x":
+                op[:, 0, 1] = _signed(lv * 0.3, coin)
+            elif name == "shear_y":
+                op[:, 1, 0] = _signed(lv * 0.3, coin)
+            elif name == "translate_x":
+                op[:, 0, 2] = _signed(lv * 0.45 * 2, coin)  # 0.45 of the width; the grid spans 2
+            else:
+                op[:, 1, 2] = _signed(lv * 0.45 * 2, coin)
+            m = torch.where(on.view(b, 1, 1), m @ op, m)
+    return m[:, :2]
+
+
+def randaugment_choices(b: int, cfg: AugmentConfig, g: torch.Generator, device: torch.device):
+    """Which ops each sample gets, whether each is applied, and its magnitude/10."""
+    n = cfg.randaug_ops
+    ops = torch.randint(0, len(RANDAUG_OPS), (b, n), generator=g, device=device)
+    apply = _rand(g, b, n, device=device) < cfg.randaug_prob
+    magnitude = cfg.randaug_magnitude + cfg.randaug_std * torch.randn(b, n, generator=g, device=device)
+    return ops, apply, (magnitude.clamp(0, 10) / 10)
+
+
+def augment_images(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, fill: torch.Tensor) -> torch.Tensor:
+    """Crop, flip and RandAugment a float batch in [0, 1] (B, C, H, W); ``fill`` pads warped borders."""
+    b, device = x.shape[0], x.device
+    if cfg.randaug_ops > 0:
+        ops, apply, level = randaugment_choices(b, cfg, g, device)
+    else:
+        ops = torch.zeros(b, 0, dtype=torch.long, device=device)
+        apply, level = torch.zeros(b, 0, dtype=torch.bool, device=device), torch.zeros(b, 0, device=device)
+    if cfg.crop_scale is not None or cfg.flip or ops.numel():
+        theta = geometric_matrix(b, cfg, ops, apply, level, g, device)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        fill = fill.view(1, -1, 1, 1).to(x)
+        x = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+    for j in range(ops.shape[1]):
+        coin = _rand(g, b, device=device)
+        for k, name in enumerate(COLOR_OPS):
+            on = (ops[:, j] == k) & apply[:, j]
+            if _any(on):
+                x = torch.where(on.view(b, 1, 1, 1), _color_op(name, x, level[:, j], coin), x)
+    return x
+
+
+def random_erasing(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
+    """timm's RandomErasing (mode 'pixel'): one box of area 2-33 %, per-pixel normal noise."""
+    b, c, h, w = x.shape
+    device = x.device
+    area = (0.02 + (1 / 3 - 0.02) * _rand(g, b, device=device)) * h * w
+    ratio = (math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * _rand(g, b, device=device)).exp()
+    bh = (area * ratio).sqrt().round().long().clamp(1, h)
+    bw = (area / ratio).sqrt().round().long().clamp(1, w)
+    top = (_rand(g, b, device=device) * (h - bh + 1)).long()
+    left = (_rand(g, b, device=device) * (w - bw + 1)).long()
+    on = _rand(g, b, device=device) < prob
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    in_rows = (rows >= top.view(-1, 1, 1)) & (rows < (top + bh).view(-1, 1, 1))
+    in_cols = (cols >= left.view(-1, 1, 1)) & (cols < (left + bw).view(-1, 1, 1))
+    box = in_rows & in_cols & on.view(-1, 1, 1)
+    noise = torch.randn(x.shape, generator=g, device=device, dtype=x.dtype)
+    return torch.where(box[:, None], noise, x)
+
+
+def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    off = smoothing / num_classes
+    return torch.full((len(y), num_classes), off, device=y.device).scatter_(1, y[:, None], 1 - smoothing + off)
+
+
+def _beta(alpha: float, g: torch.Generator) -> float:
+    # Beta(a, a) from two Gamma draws; torch's samplers take no generator, so use a numpy
+    # generator seeded from ours to keep the draw a function of the batch seed.
+    seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
+    import numpy as np
+
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def mix_batch(x: torch.Tensor, targets: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """timm's batch-mode Mixup/CutMix: pairs each sample with the batch reversed."""
+    coin = _rand(g, 3, device=x.device).tolist()
+    if (cfg.mixup <= 0 and cfg.cutmix <= 0) or coin[0] >= cfg.mix_prob:
+        return x, targets, "none"
+    use_cutmix = cfg.cutmix > 0 and (cfg.mixup <= 0 or coin[1] < cfg.switch_prob)
+    lam = _beta(cfg.cutmix if use_cutmix else cfg.mixup, g)
+    flipped = x.flip(0)
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = _rand(g, 2, device=x.device).mul(torch.tensor([h, w], device=x.device)).long().tolist()
+        y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+        x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = flipped[..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        x = x * lam + flipped * (1 - lam)
+    return x, targets * lam + targets.flip(0) * (1 - lam), "cutmix" if use_cutmix else "mixup"
+
+
+class BatchAugment:
+    """uint8 batch + labels -> normalized float batch + soft targets, per the recipe.
+
+    ``mix`` switches mixup/cutmix for this call (the recipe turns them off after epoch 175 on
+    CIFAR-10).
+    """
+
+    def __init__(self, cfg: AugmentConfig, mean: tuple[float, ...], std: tuple[float, ...], num_classes: int) -> None:
+        self.cfg, self.num_classes = cfg, num_classes
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        x = x_uint8.float().div_(255)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, g: torch.Generator, mix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        x = x_uint8.float().div_(255)
+        x = augment_images(x, cfg, g, self.mean.view(-1))
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if cfg.erasing > 0:
+            x = random_erasing(x, cfg.erasing, g)
+        targets = soft_targets(y, self.num_classes, cfg.label_smoothing)
+        if mix:
+            x, targets, _ = mix_batch(x, targets, cfg, g)
+        return x, targets

@@ -1,0 +1,89 @@
+"""Checkpoints written atomically and loaded safely; trained weights as safetensors.
+
+A training checkpoint (``checkpoint.pt``) holds only tensors and plain values, so it loads
+with ``torch.load(weights_only=True)``; it records the config it belongs to and is refused,
+with the differing keys named, when resumed under another one. Trained weights for sharing
+(``*.safetensors``, fp16) carry the model's description in their metadata, so
+``load_model(path)`` rebuilds the model without any code or pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = 1
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint belongs to another configuration."""
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """Write ``state`` (tensors and plain values) with its config fingerprint, atomically."""
+    payload = {"format": FORMAT, "fingerprint": json.dumps(fingerprint, sort_keys=True), **state}
+    _atomic(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any] | None, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; with ``fingerprint``, refuse one made under another config."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:
+        raise CheckpointMismatchError(f"cannot read checkpoint {path} ({err}); delete it to start afresh") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointMismatchError(f"{path} is not a lape_lib checkpoint of format {FORMAT}")
+    if fingerprint is not None:
+        saved = json.loads(state["fingerprint"])
+        expected = json.loads(json.dumps(fingerprint, sort_keys=True))
+        if saved != expected:
+            keys = sorted(k for k in set(saved) | set(expected) if saved.get(k) != expected.get(k))
+            diffs = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {expected.get(k)!r}" for k in keys)
+            raise CheckpointMismatchError(
+                f"{path} belongs to another configuration ({diffs}). Use another output folder, or delete it to start afresh."
+            )
+    return state
+
+
+def save_weights(path: str | os.PathLike, model: nn.Module, description: dict[str, Any]) -> None:
+    """Save a model's floating-point weights as fp16 safetensors, with ``description`` as metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={"lape_model": json.dumps(description)}))
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a model saved by ``save_weights`` (float32, eval mode)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .models import create_model
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("lape_model", "null"))
+    if not meta:
+        raise ValueError(f"{path} has no lape_model metadata; it was not written by lape_lib.save_weights")
+    name = meta.pop("registered_as")
+    meta["img_size"] = tuple(meta["img_size"])
+    model = create_model(name, **meta)  # the remaining keys are the full ModelConfig
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return model.to(device).eval()

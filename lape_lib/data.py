@@ -1,0 +1,333 @@
+"""CIFAR as uint8 tensors (decoded once, cached without pickle) and a position-sensitive toy set.
+
+Where data is read from, in order: an explicit ``root``, else ``$LAPE_DATA``, else ``./data``,
+the checkout's ``data/``, and ``../shared/data`` beside the checkout. Inside a root the loader
+takes the first layout it finds (see ``_find_source``); with ``download=True`` and nothing
+found, torchvision downloads the original CIFAR into the root. Every load says where it read
+from (``ImageData.source``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+DATASETS = ("cifar10", "cifar100")
+MEAN_STD = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
+# Archives whose contents we know: a mismatch means a corrupt or different file.
+KNOWN_SHA256 = {"cifar10-jpeg.tar.xz": "f7453856acd3811d8bb9297c414e1d265bfe85aaec7b1460a37e9b44e8077808"}
+_ARCHIVE_SUFFIXES = (".tar", ".tar.xz", ".tar.gz", ".tgz")
+_TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_REPO = Path(__file__).resolve().parents[1]
+
+
+class DataError(RuntimeError):
+    """Data that is missing, corrupt or in no layout we read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A labelled image classification dataset held as tensors.
+
+    Images are uint8 (N, 3, H, W); labels int64 (N,). ``mean``/``std`` are the per-channel
+    normalization constants on the [0, 1] scale.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: str | torch.device) -> ImageData:
+        return replace(self, **{k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")})
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageData({len(self.train_y)} train / {len(self.test_y)} test, {self.num_classes} classes, "
+            f"{tuple(self.train_x.shape[1:])}, from {self.source})"
+        )
+
+
+def default_roots() -> list[Path]:
+    """The places searched when no root is given (``$LAPE_DATA`` alone when it is set)."""
+    env = os.environ.get("LAPE_DATA")
+    if env:
+        return [Path(env).expanduser()]
+    roots = [Path.cwd() / "data", _REPO / "data", _REPO.parent / "shared" / "data"]
+    return list(dict.fromkeys(r.resolve() for r in roots))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LAPE_CACHE", Path.home() / ".cache" / "lape")).expanduser()
+
+
+def load_cifar(
+    name: str = "cifar10", root: str | os.PathLike | None = None, *, download: bool = False,
+    n_train: int | None = None, n_test: int | None = None, seed: int = 0, cache: bool = True,
+) -> ImageData:
+    """Load CIFAR-10 or CIFAR-100 as uint8 tensors.
+
+    Args:
+        name: ``"cifar10"`` or ``"cifar100"``.
+        root: a folder (or an archive file) to read from; ``None`` searches ``default_roots()``.
+        download: let torchvision download the original when no copy is found (Colab's path).
+        n_train, n_test: class-balanced random subsets of that size (``None``: everything).
+        seed: the subset draw.
+        cache: keep decoded tensors in ``cache_dir()`` as safetensors.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS} (or 'toy' in the trainer)")
+    roots = [Path(root).expanduser()] if root is not None else default_roots()
+    found = next((s for r in roots if (s := _find_source(name, r)) is not None), None)
+    if found is None:
+        if not download:
+            raise DataError(
+                f"no {name} found in {[str(r) for r in roots]}. Looked for {_TORCHVISION_DIRS[name]}/, "
+                f"{name}/train/<class>/ (ImageFolder) and {name}*.tar[.xz|.gz]. Pass root=..., set LAPE_DATA, "
+                "or pass download=True to fetch it with torchvision."
+            )
+        target = roots[0] if roots[0].suffix == "" else roots[0].parent
+        _torchvision_split(name, target, train=True, download=True)
+        found = ("torchvision", target / _TORCHVISION_DIRS[name])
+    data = _load_source(name, *found, cache=cache)
+    return subset(data, n_train, n_test, seed)
+
+
+def _find_source(name: str, root: Path) -> tuple[str, Path] | None:
+    if root.is_file():
+        return ("archive", root) if root.name.endswith(_ARCHIVE_SUFFIXES) else None
+    if (root / _TORCHVISION_DIRS[name]).is_dir():
+        return "torchvision", root / _TORCHVISION_DIRS[name]
+    for folder in (root / name, root):
+        if (folder / "train").is_dir() and (folder / "test").is_dir():
+            return "imagefolder", folder
+    if root.is_dir():
+        # Archives are named cifar10*.tar[.xz]; cifar10 must not match cifar100's.
+        archives = sorted(
+            p for p in root.iterdir()
+            if p.name.startswith(name) and p.name.endswith(_ARCHIVE_SUFFIXES) and not p.name[len(name):][:1].isdigit()
+        )
+        if archives:
+            return "archive", archives[0]
+    return None
+
+
+def _load_source(name: str, kind: str, path: Path, cache: bool) -> ImageData:
+    key = _source_key(kind, path)
+    cached = cache_dir() / f"{name}-{kind}-{key[:16]}.safetensors"
+    if cache and cached.is_file():
+        try:
+            return _read_cache(cached, name, f"{kind}:{path} (cached in {cached})")
+        except Exception:  # a truncated cache is rebuilt, never trusted
+            cached.unlink(missing_ok=True)
+    if kind == "torchvision":
+        train = _torchvision_split(name, path.parent, train=True, download=False)
+        test = _torchvision_split(name, path.parent, train=False, download=False)
+        classes = tuple(train[2])
+        arrays = (train[0], train[1], test[0], test[1])
+    else:
+        arrays, classes = _read_imagefolder(path) if kind == "imagefolder" else _read_archive(path)
+    data = ImageData(*arrays, classes=classes, mean=MEAN_STD[name][0], std=MEAN_STD[name][1], source=f"{kind}:{path}")
+    if cache:
+        _write_cache(cached, data)
+    return data
+
+
+def _source_key(kind: str, path: Path) -> str:
+    if kind == "archive":
+        digest = sha256_file(path)
+        expected = KNOWN_SHA256.get(path.name)
+        if expected is not None and digest != expected:
+            raise DataError(
+                f"{path} is corrupt or not the expected file: sha256 {digest}, expected {expected}. "
+                "Copy it again from its source."
+            )
+        return digest
+    if kind == "imagefolder":
+        listing = sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file())
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()  # torchvision checks its own md5s
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        # torchvision verifies each file's published md5 before it unpickles anything.
+        ds = cls(str(root), train=train, download=download)
+    except RuntimeError as err:
+        raise DataError(
+            f"{name} under {root} failed torchvision's md5 check or is incomplete ({err}). "
+            f"Delete {root / _TORCHVISION_DIRS[name]} and download again, or point LAPE_DATA elsewhere."
+        ) from err
+    x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+    return x, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)
+
+
+def _decode(blob: bytes, where: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as err:
+        raise DataError(f"cannot decode image {where}: {err}") from err
+
+
+def _stack(items: dict[str, list[tuple[str, str, np.ndarray]]], classes: tuple[str, ...], where: Path):
+    out = []
+    for split in ("train", "test"):
+        rows = sorted(items[split], key=lambda r: (r[0], r[1]))
+        if not rows:
+            raise DataError(f"{where} has no {split}/<class>/ images")
+        sizes = {r[2].shape for r in rows}
+        if len(sizes) != 1:
+            raise DataError(f"{where} holds images of several sizes {sorted(sizes)}; expected one size")
+        x = torch.from_numpy(np.stack([r[2] for r in rows]).transpose(0, 3, 1, 2).copy())
+        y = torch.tensor([classes.index(r[0]) for r in rows], dtype=torch.int64)
+        out += [x, y]
+    return tuple(out)
+
+
+def _split_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    for i, part in enumerate(parts[:-2]):
+        if part in ("train", "test"):
+            return part, parts[i + 1]
+    return None
+
+
+def _read_imagefolder(folder: Path):
+    items: dict[str, list] = {"train": [], "test": []}
+    for path in sorted(folder.glob("*/*/*")):
+        where = _split_class(path.relative_to(folder).parts)
+        if where is None or not path.is_file():
+            continue
+        items[where[0]].append((where[1], path.name, _decode(path.read_bytes(), str(path))))
+    classes = tuple(sorted({r[0] for r in items["train"]}))
+    return _stack(items, classes, folder), classes
+
+
+def _read_archive(path: Path):
+    items: dict[str, list] = {"train": [], "test": []}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                where = _split_class(tuple(Path(member.name).parts))
+                if where is None or not member.isfile():
+                    continue
+                blob = tar.extractfile(member).read()  # type: ignore[union-attr]
+                items[where[0]].append((where[1], Path(member.name).name, _decode(blob, f"{member.name} in {path}")))
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise DataError(f"cannot read archive {path} ({err}); it may be truncated: copy it again") from err
+    classes = tuple(sorted({r[0] for r in items["train"]}))
+    return _stack(items, classes, path), classes
+
+
+def _write_cache(path: Path, data: ImageData) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tensors = {k: getattr(data, k).contiguous() for k in ("train_x", "train_y", "test_x", "test_y")}
+    save_file(tensors, str(tmp), metadata={"classes": json.dumps(data.classes)})
+    os.replace(tmp, path)
+
+
+def _read_cache(path: Path, name: str, source: str) -> ImageData:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        classes = tuple(json.loads(f.metadata()["classes"]))
+    t = load_file(str(path))
+    mean, std = MEAN_STD[name]
+    return ImageData(t["train_x"], t["train_y"], t["test_x"], t["test_y"], classes, mean, std, source)
+
+
+def balanced_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` indices drawn at random, as evenly over the classes as ``n`` allows."""
+    if n > len(labels):
+        raise ValueError(f"subset of {n} asked from a split of {len(labels)}")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=g)
+    shuffled = labels[order]
+    # Rank of each sample within its class, in shuffled order; take the lowest ranks first.
+    rank = torch.zeros_like(shuffled)
+    for c in shuffled.unique():
+        mask = shuffled == c
+        rank[mask] = torch.arange(int(mask.sum()))
+    chosen = order[torch.argsort(rank * len(labels) + torch.arange(len(labels)), stable=True)[:n]]
+    return chosen.sort().values
+
+
+def subset(data: ImageData, n_train: int | None, n_test: int | None, seed: int = 0) -> ImageData:
+    """Class-balanced random subsets of the train and test splits (``None`` keeps a split whole)."""
+    out = data
+    if n_train is not None:
+        idx = balanced_indices(data.train_y, n_train, seed)
+        out = replace(out, train_x=data.train_x[idx], train_y=data.train_y[idx])
+    if n_test is not None:
+        idx = balanced_indices(data.test_y, n_test, seed + 1)
+        out = replace(out, test_x=data.test_x[idx], test_y=data.test_y[idx])
+    return out
+
+
+QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def make_position_toy(n_train: int = 2000, n_test: int = 500, img_size: int = 32, patch: int = 4, seed: int = 0) -> ImageData:
+    """A dataset where only *where* matters: the label is the quadrant of a marker patch.
+
+    Each image is low-amplitude noise plus one bright, randomly coloured ``patch x patch``
+    marker aligned to the patch grid, and one dimmer distractor marker anywhere. Every class
+    has the same patch contents, so a ViT without PE (its patch tokens are a bag) is at chance
+    (25 %), and any model that uses position can reach ~100 %.
+    """
+    if img_size % (2 * patch):
+        raise ValueError(f"img_size {img_size} must be a multiple of 2*patch={2 * patch}")
+    g = torch.Generator().manual_seed(seed)
+    n = n_train + n_test
+    cells = img_size // patch
+    x = (torch.rand(n, 3, img_size, img_size, generator=g) * 60).to(torch.uint8)
+    y = torch.randint(0, 4, (n,), generator=g)
+    half = cells // 2
+    row = torch.randint(0, half, (n,), generator=g) + (y // 2) * half
+    col = torch.randint(0, half, (n,), generator=g) + (y % 2) * half
+    colour = (torch.rand(n, 3, generator=g) * 80 + 175).to(torch.uint8)
+    d_row, d_col = torch.randint(0, cells, (n,), generator=g), torch.randint(0, cells, (n,), generator=g)
+    for i in range(n):
+        r, c = int(d_row[i]) * patch, int(d_col[i]) * patch
+        x[i, :, r:r + patch, c:c + patch] = 110
+        r, c = int(row[i]) * patch, int(col[i]) * patch
+        x[i, :, r:r + patch, c:c + patch] = colour[i, :, None, None]
+    return ImageData(
+        x[:n_train], y[:n_train], x[n_train:], y[n_train:], QUADRANTS,
+        (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), f"toy:quadrant(seed={seed})",
+    )

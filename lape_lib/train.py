@@ -1,0 +1,444 @@
+"""The trainer: CIFAR (or the toy set) held on the device, several models on the same batches.
+
+    python -m lape_lib.train --model vit_lite_7_4 --joins add lape --seeds 0 1 2 --epochs 300 --out runs/c10
+
+One run trains every (seed, pe, join) combination. Models that share a seed see identical
+batches and augmentations (drawn from seed, epoch and step alone), so add-vs-LaPE is a paired
+comparison; several small models in one process also keep a big GPU busy. A checkpoint is
+written atomically after every epoch and a killed run resumes from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .augment import AugmentConfig, BatchAugment
+from .checkpoint import load_checkpoint, save_checkpoint, save_weights
+from .data import DATASETS, ImageData, load_cifar, make_position_toy
+from .models import JOINS, VisionTransformer, create_model, describe, list_models
+from .pos_embed import PE_TYPES
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Fields that do not change what is computed: a checkpoint may be resumed under other values.
+_RUNTIME_FIELDS = ("out_dir", "device", "compile", "eval_every", "progress", "save_weights", "data_root")
+
+
+@dataclass
+class TrainConfig:
+    """A training run as plain values. Defaults: the Compact Transformers CIFAR-10 recipe."""
+
+    model: str = "vit_lite_7_4"
+    joins: tuple[str, ...] = ("add", "lape")
+    pes: tuple[str, ...] = ("learnable",)
+    seeds: tuple[int, ...] = (0,)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "cifar10"  # cifar10 | cifar100 | toy
+    data_root: str | None = None
+    download: bool = False
+    n_train: int | None = None
+    n_test: int | None = None
+    epochs: int = 300
+    cooldown_epochs: int = 10
+    warmup_epochs: int = 10
+    batch_size: int = 128
+    lr: float = 5.5e-4
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-5
+    weight_decay: float = 0.06
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mix_off_epoch: int | None = 175  # CIFAR-10 turns mixup/cutmix off after this epoch
+    precision: str = "auto"
+    compile: bool = False
+    device: str = "auto"
+    eval_every: int = 1
+    out_dir: str | None = None
+    save_weights: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()})
+        self.joins, self.pes, self.seeds = tuple(self.joins), tuple(self.pes), tuple(int(s) for s in self.seeds)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad value and what would be valid."""
+        if self.model not in list_models():
+            raise ValueError(f"unknown model {self.model!r}; choose one of {list_models()}")
+        for j in self.joins:
+            if j not in JOINS:
+                raise ValueError(f"unknown join {j!r}; choose from {JOINS}")
+        for p in self.pes:
+            if p not in PE_TYPES:
+                raise ValueError(f"unknown pe {p!r}; choose from {PE_TYPES}")
+        if self.dataset not in DATASETS + ("toy",):
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASETS + ('toy',)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        if not self.joins or not self.pes or not self.seeds:
+            raise ValueError("joins, pes and seeds each need at least one value")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("cooldown_epochs", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_epochs >= self.epochs and self.epochs > 1:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        if not (self.lr > 0 and self.min_lr >= 0 and self.warmup_lr >= 0):
+            raise ValueError(f"learning rates must be positive: lr={self.lr}, min_lr={self.min_lr}")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.cooldown_epochs
+
+    def arms(self) -> list[tuple[int, str, str]]:
+        """Every (seed, pe, join) this run trains, skipping combinations that cannot work."""
+        return [(s, p, j) for s in self.seeds for p in self.pes for j in self.joins if p != "none" or j == "add"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    def fingerprint(self) -> dict[str, Any]:
+        d = self.to_dict()
+        return {k: v for k, v in d.items() if k not in _RUNTIME_FIELDS}
+
+
+def arm_name(seed: int, pe: str, join: str) -> str:
+    return f"{pe}-{join}-s{seed}"
+
+
+def lr_at(epoch: int, cfg: TrainConfig) -> float:
+    """timm's per-epoch cosine schedule: linear warmup from ``warmup_lr``, cosine to ``min_lr``
+    over ``epochs``, then ``min_lr`` for the cooldown epochs."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr + epoch * (cfg.lr - cfg.warmup_lr) / cfg.warmup_epochs
+    if epoch >= cfg.epochs:
+        return cfg.min_lr
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def batch_generator(seed: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator for one batch's augmentation: a pure function of (seed, epoch, step)."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{step}".encode(), digest_size=8).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).to(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available; use device='cpu' or 'auto'")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # T4: fp16
+    if name in ("bf16", "fp16") and device.type != "cuda":
+        return torch.bfloat16 if name == "bf16" else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms, the PE and the class token (as timm's factory does)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or "pos_embed" in name or name == "cls_token"
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+class NonFiniteLossError(RuntimeError):
+    """A model's loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Arm:
+    """One model being trained, with its optimizer and history."""
+
+    name: str
+    seed: int
+    model: VisionTransformer
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    step_fn: Any
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def load_data(cfg: TrainConfig) -> ImageData:
+    if cfg.dataset == "toy":
+        return make_position_toy(cfg.n_train or 2000, cfg.n_test or 500, seed=0)
+    return load_cifar(cfg.dataset, cfg.data_root, download=cfg.download, n_train=cfg.n_train, n_test=cfg.n_test, seed=0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageData, aug: BatchAugment, dtype: torch.dtype, batch_size: int = 500) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy on the test split."""
+    model.eval()
+    device = data.test_x.device
+    correct = torch.zeros((), device=device)
+    loss = torch.zeros((), device=device)
+    for i in range(0, len(data.test_y), batch_size):
+        x = aug.normalize(data.test_x[i:i + batch_size])
+        y = data.test_y[i:i + batch_size]
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            logits = model(x)
+        correct += (logits.argmax(-1) == y).sum()
+        loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+    model.train()
+    n = len(data.test_y)
+    return {"test_acc": 100 * float(correct) / n, "test_loss": float(loss) / n}
+
+
+def _make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, dtype: torch.dtype, compile_model: bool):
+    forward = torch.compile(model) if compile_model else model
+    device_type = next(model.parameters()).device.type
+
+    def step(x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = soft_cross_entropy(forward(x), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.detach()
+
+    return step
+
+
+def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: torch.dtype) -> list[Arm]:
+    arms = []
+    for seed, pe, join in cfg.arms():
+        torch.manual_seed(seed)  # the same seed draws the same initial weights for every join
+        model = create_model(cfg.model, num_classes=num_classes, pe=pe, join=join, **cfg.model_overrides).to(device)
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        step = _make_step(model, optimizer, scaler, dtype, cfg.compile)
+        arms.append(Arm(arm_name(seed, pe, join), seed, model, optimizer, scaler, step))
+    return arms
+
+
+def environment() -> dict[str, Any]:
+    import torchvision
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "lape_lib": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "python": platform.python_version(), "gpu": gpu, "cpu_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+
+
+def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | None = None) -> dict[str, Any]:
+    """Train every arm of ``cfg``; returns the results dict (also written to ``out_dir``).
+
+    ``stop_after_epochs`` ends this call early (a time-boxed job); run it again to resume.
+    """
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+    data = load_data(cfg).to(device)
+    if len(data.train_y) < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(data.train_y)})")
+    aug = BatchAugment(cfg.augment, data.mean, data.std, data.num_classes)
+    arms = build_arms(cfg, data.num_classes, device, dtype)
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    start_epoch, wall = 0, 0.0
+    ckpt_path = out / "checkpoint.pt" if out else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, cfg.fingerprint(), device)
+        for arm in arms:
+            saved = state["arms"][arm.name]
+            arm.model.load_state_dict(saved["model"])
+            arm.optimizer.load_state_dict(saved["optimizer"])
+            arm.scaler.load_state_dict(saved["scaler"])
+            arm.history = json.loads(saved["history"])
+        start_epoch, wall = int(state["epoch"]), float(state["wall_s"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+    steps = len(data.train_y) // cfg.batch_size  # drop_last, as the recipe's loader does
+    end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
+    bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not cfg.progress, unit="step")
+    seeds = sorted({arm.seed for arm in arms})
+    for epoch in range(start_epoch, end_epoch):
+        lr = lr_at(epoch, cfg)
+        for arm in arms:
+            for group in arm.optimizer.param_groups:
+                group["lr"] = lr
+        mix = cfg.mix_off_epoch is None or epoch < cfg.mix_off_epoch
+        orders = {s: epoch_order(s, epoch, len(data.train_y), device) for s in seeds}
+        losses = {arm.name: torch.zeros((), device=device) for arm in arms}
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for step in range(steps):
+            for seed in seeds:
+                idx = orders[seed][step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                x, targets = aug(data.train_x[idx], data.train_y[idx], batch_generator(seed, epoch, step, device), mix=mix)
+                for arm in arms:
+                    if arm.seed == seed:
+                        losses[arm.name] += arm.step_fn(x, targets)
+            bar.update(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        wall += seconds
+        evaluate_now = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.total_epochs
+        for arm in arms:
+            train_loss = float(losses[arm.name]) / steps
+            if not math.isfinite(train_loss):
+                bar.close()
+                raise NonFiniteLossError(
+                    f"{arm.name}: training loss is {train_loss} at epoch {epoch}; the last good checkpoint "
+                    f"({ckpt_path}) is kept. Lower the lr (now {lr:.2e}) or use precision='fp32'."
+                )
+            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "images_per_s": steps * cfg.batch_size * len(arms) / seconds}
+            if evaluate_now:
+                row.update(evaluate(arm.model, data, aug, dtype))
+            arm.history.append(row)
+        bar.set_postfix({a.name: f"{a.history[-1].get('test_acc', float('nan')):.1f}%" for a in arms[:4]})
+        if out is not None:
+            results = _results(cfg, arms, wall, data, done=epoch + 1 == cfg.total_epochs)
+            state = {
+                "epoch": epoch + 1, "wall_s": wall, "rng_cpu": torch.get_rng_state(),
+                "arms": {
+                    a.name: {
+                        "model": a.model.state_dict(), "optimizer": a.optimizer.state_dict(),
+                        "scaler": a.scaler.state_dict(), "history": json.dumps(a.history),
+                    } for a in arms
+                },
+            }
+            if device.type == "cuda":
+                state["rng_cuda"] = torch.cuda.get_rng_state()
+            save_checkpoint(ckpt_path, state, cfg.fingerprint())
+            _write_json(out / "results.json", results)
+    bar.close()
+    results = _results(cfg, arms, wall, data, done=end_epoch == cfg.total_epochs)
+    if out is not None:
+        _write_json(out / "results.json", results)
+        if cfg.save_weights and results["done"]:
+            for arm in arms:
+                save_weights(out / f"{arm.name}.safetensors", arm.model, describe(arm.model))
+    results["models"] = {arm.name: arm.model for arm in arms}  # in memory only, not in the JSON
+    return results
+
+
+def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData, done: bool) -> dict[str, Any]:
+    return {
+        "config": cfg.to_dict(),
+        "command": " ".join(["python -m lape_lib.train"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("train.py") else None,
+        "data_source": data.source,
+        "environment": environment(),
+        "wall_s": wall,
+        "done": done,
+        "arms": {
+            a.name: {
+                "seed": a.seed, "pe": a.model.pe_type, "join": a.model.join,
+                "params": sum(p.numel() for p in a.model.parameters()),
+                "final": {k: v for k, v in a.history[-1].items() if k in ("test_acc", "test_loss", "train_loss")} if a.history else {},
+                "history": a.history,
+            } for a in arms
+        },
+    }
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m lape_lib.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=defaults.model, choices=list_models())
+    p.add_argument("--joins", nargs="+", default=list(defaults.joins), choices=JOINS)
+    p.add_argument("--pes", nargs="+", default=list(defaults.pes), choices=PE_TYPES)
+    p.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
+    p.add_argument("--dataset", default=defaults.dataset, choices=DATASETS + ("toy",))
+    p.add_argument("--data-root", default=None, help="folder or archive; default: $LAPE_DATA, ./data, ../shared/data")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR if no copy is found")
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=None)
+    for name in ("epochs", "cooldown_epochs", "warmup_epochs", "batch_size", "eval_every"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    for name in ("lr", "warmup_lr", "min_lr", "weight_decay"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    p.add_argument("--mix-off-epoch", type=int, default=defaults.mix_off_epoch, help="-1: never")
+    p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
+    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides, e.g. depth=2")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="folder for checkpoint.pt and results.json (resumes if present)")
+    p.add_argument("--save-weights", action="store_true", help="write fp16 safetensors of each model at the end")
+    p.add_argument("--stop-after-epochs", type=int, default=None, help="end this call after N epochs (resume later)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--override expects KEY=VALUE, got {item!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parser().parse_args(argv)
+    names = {f.name for f in fields(TrainConfig)}
+    kwargs = {k: v for k, v in vars(args).items() if k in names}
+    kwargs.update(
+        joins=tuple(args.joins), pes=tuple(args.pes), seeds=tuple(args.seeds), out_dir=args.out,
+        model_overrides=dict(_parse_override(o) for o in args.override), progress=not args.no_progress,
+        mix_off_epoch=None if args.mix_off_epoch == -1 else args.mix_off_epoch,
+    )
+    if args.no_augment:
+        kwargs["augment"] = AugmentConfig.off()
+    try:
+        cfg = TrainConfig(**kwargs)
+        results = train(cfg, stop_after_epochs=args.stop_after_epochs)
+    except (ValueError, NonFiniteLossError) as err:
+        raise SystemExit(f"error: {err}") from None
+    for name, arm in results["arms"].items():
+        print(f"{name}: {arm['final']}")
+    if args.out:
+        print(f"results: {Path(args.out) / 'results.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

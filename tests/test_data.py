@@ -1,0 +1,165 @@
+"""Data: every layout, checksums, subsets, the cache, the toy set."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lape_lib.data import DataError, balanced_indices, load_cifar, make_position_toy, subset
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
+CLASSES = ("airplane", "automobile", "bird")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LAPE_DATA", raising=False)
+
+
+def png_bytes(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), value, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_imagefolder(root: Path, per_class: int = 4) -> Path:
+    for split in ("train", "test"):
+        for c, name in enumerate(CLASSES):
+            folder = root / "cifar10" / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                (folder / f"{i:04d}.png").write_bytes(png_bytes(10 * c + i))
+    return root
+
+
+def test_imagefolder_layout(tmp_path: Path) -> None:
+    data = load_cifar("cifar10", make_imagefolder(tmp_path))
+    assert data.classes == CLASSES
+    assert data.train_x.shape == (12, 3, 32, 32) and data.train_x.dtype == torch.uint8
+    assert data.train_y.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert int(data.train_x[5, 0, 0, 0]) == 11  # class 1, image 1
+    assert data.source.startswith("imagefolder:")
+
+
+def test_archive_layout_and_cache(tmp_path: Path) -> None:
+    make_imagefolder(tmp_path / "src")
+    archive = tmp_path / "cifar10-mini.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "src" / "cifar10", arcname="cifar10")
+    first = load_cifar("cifar10", archive)
+    assert first.source.startswith("archive:")
+    second = load_cifar("cifar10", archive)
+    assert "cached in" in second.source
+    torch.testing.assert_close(first.train_x, second.train_x)
+    assert list((tmp_path / "cache").glob("*.safetensors"))
+
+
+def test_env_var_names_the_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAPE_DATA", str(make_imagefolder(tmp_path)))
+    assert load_cifar().classes == CLASSES
+
+
+def write_torchvision_layout(root: Path) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list("abcdefghij")}))
+    return folder
+
+
+def test_torchvision_layout_refused_before_unpickling_when_md5_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_torchvision_layout(tmp_path)
+    unpickled = []
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: unpickled.append(1))
+    with pytest.raises(DataError, match="md5"):
+        load_cifar("cifar10", tmp_path)
+    assert not unpickled
+
+
+def test_torchvision_layout_loads_when_checksums_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision import datasets
+    from torchvision.datasets.utils import calculate_md5
+
+    folder = write_torchvision_layout(tmp_path)
+    # Point torchvision's published md5 list at our synthetic files: the reading path is real.
+    monkeypatch.setattr(datasets.CIFAR10, "train_list", [[f"data_batch_{i}", calculate_md5(str(folder / f"data_batch_{i}"))] for i in range(1, 6)])
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", [["test_batch", calculate_md5(str(folder / "test_batch"))]])
+    monkeypatch.setitem(datasets.CIFAR10.meta, "md5", calculate_md5(str(folder / "batches.meta")))
+    data = load_cifar("cifar10", tmp_path)
+    assert data.train_x.shape == (20, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32)
+    assert data.classes == tuple("abcdefghij")
+
+
+def test_missing_data_says_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as err:
+        load_cifar("cifar10", tmp_path)
+    assert str(tmp_path) in str(err.value) and "download=True" in str(err.value)
+
+
+def test_unknown_dataset() -> None:
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        load_cifar("mnist")
+
+
+def test_known_archive_with_wrong_checksum_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "cifar10-jpeg.tar.xz"
+    bad.write_bytes(b"not the real archive")
+    with pytest.raises(DataError, match="corrupt"):
+        load_cifar("cifar10", bad)
+
+
+def test_truncated_archive(tmp_path: Path) -> None:
+    make_imagefolder(tmp_path / "src")
+    archive = tmp_path / "cifar10-mini.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "src" / "cifar10", arcname="cifar10")
+    archive.write_bytes(archive.read_bytes()[:3000])
+    with pytest.raises(DataError):
+        load_cifar("cifar10", archive)
+
+
+def test_balanced_subset() -> None:
+    labels = torch.arange(10).repeat_interleave(50)
+    idx = balanced_indices(labels, 30, seed=1)
+    assert len(idx) == 30 and len(set(idx.tolist())) == 30
+    assert labels[idx].bincount().tolist() == [3] * 10
+    assert not torch.equal(idx, balanced_indices(labels, 30, seed=2))
+    torch.testing.assert_close(idx, balanced_indices(labels, 30, seed=1))
+    with pytest.raises(ValueError, match="subset of 600"):
+        balanced_indices(labels, 600, seed=0)
+
+
+def test_toy_is_deterministic_and_position_only() -> None:
+    a, b = make_position_toy(40, 10, seed=3), make_position_toy(40, 10, seed=3)
+    torch.testing.assert_close(a.train_x, b.train_x)
+    assert a.num_classes == 4 and a.train_x.shape == (40, 3, 32, 32)
+    # The marker (the brightest 4x4 patch) lies in the labelled quadrant.
+    for x, y in zip(a.train_x, a.train_y):
+        patches = x.float().mean(0).unfold(0, 4, 4).unfold(1, 4, 4).mean((-1, -2))
+        r, c = divmod(int(patches.argmax()), 8)
+        assert (r // 4) * 2 + (c // 4) == int(y)
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the offline CIFAR-10 copy is not beside this checkout")
+def test_offline_cifar10_copy(tmp_path: Path) -> None:
+    data = load_cifar("cifar10", SHARED, n_train=500, n_test=100, seed=0)
+    assert data.classes[0] == "airplane" and data.classes[-1] == "truck"
+    assert data.train_x.shape == (500, 3, 32, 32)
+    assert data.train_y.bincount().tolist() == [50] * 10
+    assert data.test_y.bincount().tolist() == [10] * 10
+    full = subset(data, None, None)
+    assert full is data
+    assert 0.3 < data.train_x.float().div(255).mean() < 0.7
+    assert os.path.basename(str(SHARED)) in data.source

@@ -1,0 +1,232 @@
+"""The models: shapes, parameter counts, the LaPE equations, and bad input."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lape_lib import JOINS, PE_TYPES, create_model, list_models, pe_similarity, per_layer_pe
+from lape_lib.analysis import affine_split, lambda_coefficients
+
+# Exact counts from Compact Transformers (10 classes, learnable PE, join="add"); the 3-digit
+# ones are the README's rounded figures (cct_6_3x1's 3.168 M is its sine-PE variant).
+PUBLISHED_EXACT = {"vit_lite_7_4": 3_716_874, "cvt_7_4": 3_716_619, "cct_7_3x1": 3_760_139}
+PUBLISHED_MILLIONS = {
+    ("vit_lite_6_4", "learnable"): 3.191, ("cvt_6_4", "learnable"): 3.190, ("cct_7_3x2", "learnable"): 3.853,
+    ("cct_2_3x2", "learnable"): 0.284, ("cct_4_3x2", "learnable"): 0.482, ("cct_6_3x1", "sin1d"): 3.168,
+}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def valid(pe: str, join: str) -> bool:
+    return (pe != "none" or join == "add") and (join != "per_layer_pe" or pe == "learnable")
+
+
+SMALL = dict(depth=2)  # two layers keep the grid test fast; counts use the full models
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("pe,join", [c for c in itertools.product(PE_TYPES, JOINS) if valid(*c)])
+def test_forward_every_model_pe_join(name: str, pe: str, join: str) -> None:
+    model = create_model(name, pe=pe, join=join, num_classes=7, **SMALL)
+    out = model(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 7)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name,count", sorted(PUBLISHED_EXACT.items()))
+def test_parameter_counts_exact(name: str, count: int) -> None:
+    assert n_params(create_model(name, join="add", pe="learnable")) == count
+
+
+@pytest.mark.parametrize("key,millions", sorted(PUBLISHED_MILLIONS.items()))
+def test_parameter_counts_rounded(key: tuple[str, str], millions: float) -> None:
+    name, pe = key
+    assert round(n_params(create_model(name, join="add", pe=pe)) / 1e6, 3) == millions
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("join", ["lape", "lape_parallel"])
+def test_lape_adds_exactly_2DL(name: str, join: str) -> None:
+    base = create_model(name, join="add")
+    lape = create_model(name, join=join)
+    assert n_params(lape) - n_params(base) == 2 * base.cfg.dim * base.cfg.depth
+
+
+def test_lape_cost_vit_lite_7_4() -> None:
+    assert n_params(create_model("vit_lite_7_4", join="lape")) - PUBLISHED_EXACT["vit_lite_7_4"] == 3584
+
+
+def randomize_norms(model: torch.nn.Module) -> None:
+    # At init γ=1, β=0 makes many equations trivially true; perturb every LayerNorm.
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            m.weight.data = 1 + 0.3 * torch.randn(m.weight.shape, generator=g)
+            m.bias.data = 0.3 * torch.randn(m.bias.shape, generator=g)
+
+
+def test_per_layer_pe_add_is_token_layernorm_of_P() -> None:
+    model = create_model("vit_lite_7_4", join="add")
+    randomize_norms(model)
+    pes = per_layer_pe(model, include_class_token=True)
+    P = model.pos_embed.weight[0]
+    assert pes.shape == (7, 65, 256)
+    for l, block in enumerate(model.blocks):
+        norm = block.norm1
+        expected = norm.weight * F.layer_norm(P, (256,), eps=norm.eps) + norm.bias
+        torch.testing.assert_close(pes[l], expected)
+    assert not torch.allclose(pes[0], pes[1])
+
+
+@pytest.mark.parametrize("join", ["lape", "lape_parallel"])
+def test_per_layer_pe_lape_chain(join: str) -> None:
+    model = create_model("cct_7_3x1", join=join)
+    randomize_norms(model)
+    pes = per_layer_pe(model)
+    assert pes.shape == (7, 256, 256)  # 16x16 grid, no class token in CCT
+    prev = model.pos_embed.weight[0]
+    for l, norm in enumerate(model.pe_norms):
+        expected = norm(prev)
+        torch.testing.assert_close(pes[l], expected)
+        if join == "lape":
+            prev = expected  # chained: layer l normalizes layer l-1's PE
+
+
+def test_per_layer_pe_drops_class_token_by_default() -> None:
+    model = create_model("vit_lite_7_4", join="lape")
+    assert per_layer_pe(model).shape == (7, 64, 256)
+    sim = pe_similarity(per_layer_pe(model))
+    assert sim.shape == (7, 64, 64)
+    torch.testing.assert_close(torch.diagonal(sim, dim1=1, dim2=2), torch.ones(7, 64))
+
+
+def test_lape_forward_matches_the_equations() -> None:
+    """Recompute a 2-layer LaPE model's forward by hand from its parameters."""
+    torch.manual_seed(0)
+    model = create_model("vit_lite_7_4", join="lape", depth=2, layer_style="prenorm").eval()
+    randomize_norms(model)
+    x = torch.randn(2, 3, 32, 32)
+    tokens = torch.cat([model.cls_token.expand(2, -1, -1), model.tokenizer(x)], dim=1)
+    p = model.pos_embed.weight
+    for block, pe_norm in zip(model.blocks, model.pe_norms):
+        p = pe_norm(p)
+        tokens = tokens + block.attn(block.norm1(tokens) + p)  # P never enters the residual
+        tokens = tokens + block.mlp(block.norm2(tokens))
+    expected = model.head(model.norm(tokens)[:, 0])
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_affine_identity() -> None:
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(64)
+    randomize_norms(norm)
+    x, p = 3 * torch.randn(10, 64) + 1, torch.randn(10, 64)
+    split = affine_split(norm, x, p)
+    torch.testing.assert_close(split.token + split.pe, norm(x + p))
+    lam = lambda_coefficients(x, p)
+    eq7 = lam["lambda1"][:, None] * F.layer_norm(x, (64,)) + lam["lambda2"][:, None] * F.layer_norm(p, (64,))
+    torch.testing.assert_close(F.layer_norm(x + p, (64,)), eq7, atol=1e-4, rtol=1e-4)
+
+
+def test_patch_permutation_invariance_without_pe() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    # Permute the 4x4 patches of the image: a ViT-Lite without PE cannot tell.
+    patches = x.unfold(2, 4, 4).unfold(3, 4, 4)  # B, C, 8, 8, 4, 4
+    perm = torch.randperm(64)
+    shuffled = patches.reshape(2, 3, 64, 4, 4)[:, :, perm].reshape(2, 3, 8, 8, 4, 4)
+    x_perm = shuffled.permute(0, 1, 2, 4, 3, 5).reshape(2, 3, 32, 32)
+    no_pe = create_model("vit_lite_7_4", pe="none", join="add", depth=2).eval()
+    torch.testing.assert_close(no_pe(x_perm), no_pe(x), atol=1e-5, rtol=1e-4)
+    with_pe = create_model("vit_lite_7_4", pe="learnable", join="add", depth=2).eval()
+    assert not torch.allclose(with_pe(x_perm), with_pe(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("join", JOINS)
+def test_state_dict_round_trip(join: str) -> None:
+    torch.manual_seed(0)
+    a = create_model("cct_2_3x2", join=join).eval()
+    randomize_norms(a)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = create_model("cct_2_3x2", join=join).eval()
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(a(x), b(x))
+
+
+@pytest.mark.parametrize("pe", ["sin1d", "sin2d"])
+def test_fixed_pe_is_frozen_and_not_saved(pe: str) -> None:
+    model = create_model("vit_lite_7_4", pe=pe, join="lape")
+    assert not any("pos_embed" in k for k in model.state_dict())
+    assert not any("pos_embed" in n for n, _ in model.named_parameters())
+    assert any("pe_norms" in n for n, _ in model.named_parameters())  # its PE LayerNorms still learn
+
+
+def test_sin2d_class_token_row_is_zero_and_patch_rows_are_2d() -> None:
+    P = create_model("vit_lite_7_4", pe="sin2d", join="add").pos_embed.weight[0]
+    assert torch.all(P[0] == 0)
+    grid = P[1:].reshape(8, 8, 256)
+    # The first half of the channels depends on the column only, the second on the row only.
+    torch.testing.assert_close(grid[0, :, :128], grid[5, :, :128])
+    torch.testing.assert_close(grid[:, 0, 128:], grid[:, 3, 128:])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast(dtype: torch.dtype) -> None:
+    model = create_model("vit_lite_7_4", join="lape", depth=2)
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(torch.randn(2, 3, 32, 32))
+    assert torch.isfinite(out.float()).all()
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager() -> None:
+    pytest.importorskip("torch._dynamo")
+    torch.manual_seed(0)
+    model = create_model("cct_2_3x2", join="lape").eval()
+    x = torch.randn(2, 3, 32, 32)
+    compiled = torch.compile(model, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(name="vit_lite_9_4"), "unknown model 'vit_lite_9_4'"),
+        (dict(name="vit_lite_7_4", pe="rope"), "unknown pe 'rope'"),
+        (dict(name="vit_lite_7_4", join="concat"), "unknown join 'concat'"),
+        (dict(name="vit_lite_7_4", pe="none", join="lape"), "needs a position embedding"),
+        (dict(name="vit_lite_7_4", pe="none", join="add_every_layer"), "needs a position embedding"),
+        (dict(name="vit_lite_7_4", pe="sin2d", join="per_layer_pe"), "needs pe='learnable'"),
+        (dict(name="vit_lite_7_4", pe="sin2d", img_size=(32, 16)), "square patch grid"),
+        (dict(name="vit_lite_7_4", img_size=30), "not divisible by patch_size 4"),
+        (dict(name="vit_lite_7_4", heads=3), "unknown model override(s) ['heads']"),
+        (dict(name="vit_lite_7_4", layer_style="postnorm"), "unknown layer_style 'postnorm'"),
+        (dict(name="cct_7_3x2", img_size=0), "too small"),
+    ],
+)
+def test_bad_input_raises(kwargs: dict, needle: str) -> None:
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError) as err:
+        create_model(name, **kwargs)
+    assert needle in str(err.value)
+
+
+def test_error_lists_valid_choices() -> None:
+    with pytest.raises(ValueError, match="vit_lite_7_4"):
+        create_model("vit-lite-7/4")
+    with pytest.raises(ValueError, match="lape_parallel"):
+        create_model("vit_lite_7_4", join="LaPE")

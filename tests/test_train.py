@@ -1,0 +1,158 @@
+"""The trainer: schedule, paired batches, resume equivalence, checkpoints, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lape_lib.augment import AugmentConfig
+from lape_lib.checkpoint import CheckpointMismatchError, load_model
+from lape_lib.train import NonFiniteLossError, TrainConfig, lr_at, main, train
+
+TINY = dict(
+    model="vit_lite_7_4", model_overrides={"depth": 1, "dim": 32, "num_heads": 2}, dataset="toy", n_train=64,
+    n_test=32, epochs=3, warmup_epochs=1, cooldown_epochs=1, batch_size=16, lr=1e-3, progress=False,
+    device="cpu", mix_off_epoch=2, augment=AugmentConfig(),
+)
+
+
+def tiny(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **kw})
+
+
+def weights(results: dict) -> dict[str, dict[str, torch.Tensor]]:
+    return {k: m.state_dict() for k, m in results["models"].items()}
+
+
+def test_schedule_matches_recipe() -> None:
+    cfg = TrainConfig()
+    assert cfg.total_epochs == 310
+    assert lr_at(0, cfg) == pytest.approx(1e-5)
+    assert lr_at(5, cfg) == pytest.approx(1e-5 + 5 * (5.5e-4 - 1e-5) / 10)
+    assert lr_at(10, cfg) == pytest.approx(1e-5 + 0.5 * (5.5e-4 - 1e-5) * (1 + torch.cos(torch.tensor(torch.pi * 10 / 300)).item()))
+    assert lr_at(150, cfg) == pytest.approx((5.5e-4 + 1e-5) / 2)
+    assert lr_at(305, cfg) == 1e-5
+    lrs = [lr_at(e, cfg) for e in range(10, 300)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
+    torch.use_deterministic_algorithms(True)
+    try:
+        straight = train(tiny(out_dir=str(tmp_path / "a")))
+        first = train(tiny(out_dir=str(tmp_path / "b")), stop_after_epochs=2)  # "killed" after 2 epochs
+        assert not first["done"]
+        resumed = train(tiny(out_dir=str(tmp_path / "b")))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert resumed["done"]
+    for name, state in weights(straight).items():
+        for key, value in state.items():
+            torch.testing.assert_close(weights(resumed)[name][key], value, rtol=0, atol=0, msg=f"{name}.{key}")
+    a = json.loads((tmp_path / "a" / "results.json").read_text())
+    b = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [h["train_loss"] for h in a["arms"]["learnable-lape-s0"]["history"]] == [h["train_loss"] for h in b["arms"]["learnable-lape-s0"]["history"]]
+
+
+def test_joins_of_one_seed_see_identical_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, list[torch.Tensor]] = {}
+    import lape_lib.train as T
+
+    original = T._make_step
+
+    def spy(model, *args):
+        step = original(model, *args)
+
+        def wrapped(x, t):
+            seen.setdefault(model.join + str(id(model)), []).append(x.clone())
+            return step(x, t)
+
+        return wrapped
+
+    monkeypatch.setattr(T, "_make_step", spy)
+    train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0))
+    add, lape = [v for k, v in sorted(seen.items())]
+    assert len(add) == len(lape) == 4
+    for a, b in zip(add, lape):
+        torch.testing.assert_close(a, b)
+
+
+def test_same_seed_same_initial_weights_across_joins() -> None:
+    res = train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, lr=1e-12, warmup_lr=1e-12, min_lr=1e-12))
+    add, lape = res["models"]["learnable-add-s0"], res["models"]["learnable-lape-s0"]
+    torch.testing.assert_close(add.pos_embed.weight, lape.pos_embed.weight, atol=1e-6, rtol=0)
+    torch.testing.assert_close(add.head.weight, lape.head.weight, atol=1e-6, rtol=0)
+
+
+def test_results_json_and_weights(tmp_path: Path) -> None:
+    res = train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path), save_weights=True, pes=("sin2d",), joins=("lape",)))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    arm = saved["arms"]["sin2d-lape-s0"]
+    assert saved["done"] and saved["config"]["model"] == "vit_lite_7_4" and saved["data_source"].startswith("toy")
+    assert {"epoch", "lr", "train_loss", "test_acc", "images_per_s"} <= set(arm["history"][0])
+    assert saved["environment"]["torch"] == torch.__version__
+    model = load_model(tmp_path / "sin2d-lape-s0.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), res["models"]["sin2d-lape-s0"].eval()(x), atol=5e-2, rtol=5e-2)  # fp16 weights
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+    train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path)))
+    with pytest.raises(CheckpointMismatchError, match=r"lr: checkpoint 0.001 vs now 0.002"):
+        train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path), lr=2e-3))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lape_lib.train as T
+
+    cfg = tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path))
+    train(cfg, stop_after_epochs=1)
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    original = T.build_arms
+
+    def poisoned(*args, **kwargs):  # the resumed models emit NaN from their next forward on
+        arms = original(*args, **kwargs)
+        for arm in arms:
+            arm.model.head.register_forward_hook(lambda m, i, o: o * float("nan"))
+        return arms
+
+    monkeypatch.setattr(T, "build_arms", poisoned)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        train(cfg)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(model="vit_huge"), "unknown model 'vit_huge'"),
+        (dict(joins=("add", "sum")), "unknown join 'sum'"),
+        (dict(pes=("rope",)), "unknown pe 'rope'"),
+        (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
+        (dict(precision="fp8"), "unknown precision 'fp8'"),
+        (dict(epochs=0), "epochs must be >= 1"),
+        (dict(warmup_epochs=5, epochs=3), "warmup_epochs (5) must be below epochs (3)"),
+    ],
+)
+def test_bad_config(kwargs: dict, needle: str) -> None:
+    with pytest.raises(ValueError) as err:
+        tiny(**kwargs)
+    assert needle in str(err.value)
+
+
+def test_batch_larger_than_data() -> None:
+    with pytest.raises(ValueError, match="batch_size 128 is larger than the training set"):
+        train(tiny(batch_size=128))
+
+
+def test_cli_runs_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["--dataset", "toy", "--n-train", "32", "--n-test", "16", "--batch-size", "16", "--epochs", "1",
+            "--warmup-epochs", "0", "--cooldown-epochs", "0", "--override", "depth=1", "dim=32", "num_heads=2",
+            "--joins", "lape", "--no-progress", "--device", "cpu", "--out", str(tmp_path)]
+    main(args)
+    assert "learnable-lape-s0" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown model override"):
+        main(args[:-2] + ["--override", "depht=1"])
