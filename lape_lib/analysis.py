@@ -81,3 +81,19 @@ def lambda_coefficients(x: torch.Tensor, p: torch.Tensor, eps: float = 0.0) -> d
 
     s_x, s_p, s_z = std(x), std(p), std(x + p)
     return {"lambda1": s_x / s_z, "lambda2": s_p / s_z, "lambda3": (s_z - s_x - s_p) / s_z}
+
+
+@torch.no_grad()
+def block_inputs(model: VisionTransformer, images: torch.Tensor) -> list[torch.Tensor]:
+    """The residual stream X_l entering each layer (B, N, D) for a batch, via forward hooks."""
+    seen: list[torch.Tensor] = []
+    hooks = [b.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach())) for b in model.blocks]
+    try:
+        was_training = model.training
+        model.eval()
+        model(images)
+        model.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen

@@ -318,6 +318,11 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def valid_combination(pe: str, join: str) -> bool:
+    """Whether a PE type and a join can go together (a PE-based join needs a PE; a per-layer PE a learnable one)."""
+    return (pe != "none" or join == "add") and (join != "per_layer_pe" or pe == "learnable")
+
+
 def _check_choices(cfg: ModelConfig, pe: str, join: str) -> None:
     if pe not in PE_TYPES:
         raise ValueError(f"unknown pe {pe!r}; choose one of {PE_TYPES}")

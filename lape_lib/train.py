@@ -30,7 +30,7 @@ from . import __version__
 from .augment import AugmentConfig, BatchAugment
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .data import DATASETS, ImageData, load_cifar, make_position_toy
-from .models import JOINS, VisionTransformer, create_model, describe, list_models
+from .models import JOINS, VisionTransformer, create_model, describe, list_models, valid_combination
 from .pos_embed import PE_TYPES
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -88,6 +88,12 @@ class TrainConfig:
                 raise ValueError(f"unknown pe {p!r}; choose from {PE_TYPES}")
         if self.dataset not in DATASETS + ("toy",):
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASETS + ('toy',)}")
+        a = self.augment
+        if self.dataset == "toy" and (a.flip or a.crop_scale is not None or a.randaug_ops > 0):
+            raise ValueError(
+                "dataset='toy' labels are positions, which flips, crops and RandAugment's geometry change; "
+                "use augment=AugmentConfig.off() (CLI: --no-augment)"
+            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
         if not self.joins or not self.pes or not self.seeds:
@@ -109,7 +115,7 @@ class TrainConfig:
 
     def arms(self) -> list[tuple[int, str, str]]:
         """Every (seed, pe, join) this run trains, skipping combinations that cannot work."""
-        return [(s, p, j) for s in self.seeds for p in self.pes for j in self.joins if p != "none" or j == "add"]
+        return [(s, p, j) for s in self.seeds for p in self.pes for j in self.joins if valid_combination(p, j)]
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -351,6 +357,49 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
                 save_weights(out / f"{arm.name}.safetensors", arm.model, describe(arm.model))
     results["models"] = {arm.name: arm.model for arm in arms}  # in memory only, not in the JSON
     return results
+
+
+def measure_throughput(
+    model: str = "vit_lite_7_4", *, batch_size: int = 128, steps: int = 20, warmup: int = 3, device: str = "auto",
+    precision: str = "auto", compile_model: bool = False, augment: AugmentConfig | None = None, n_models: int = 1,
+    model_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Training images/s of this trainer's step (augmentation included) on synthetic uint8 data.
+
+    A figure for choosing parameters and for ``benchmarks/throughput.py``; not a test.
+    """
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    cfg = TrainConfig(model=model, joins=("lape",), seeds=tuple(range(n_models)), model_overrides=model_overrides or {},
+                      augment=augment or AugmentConfig(), compile=compile_model, device=str(dev), progress=False)
+    arms = build_arms(cfg, 10, dev, dtype)
+    aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, 10)
+    g = torch.Generator().manual_seed(0)
+    x_all = torch.randint(0, 256, (batch_size * 4, 3, 32, 32), generator=g, dtype=torch.uint8).to(dev)
+    y_all = torch.randint(0, 10, (batch_size * 4,), generator=g).to(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def run(n: int) -> None:
+        for i in range(n):
+            sl = slice((i % 4) * batch_size, (i % 4 + 1) * batch_size)
+            x, t = aug(x_all[sl], y_all[sl], batch_generator(0, 0, i, dev))
+            for arm in arms:
+                arm.step_fn(x, t)
+
+    run(warmup)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run(steps)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return {
+        "model": model, "batch_size": batch_size, "n_models": n_models, "device": str(dev), "precision": str(dtype),
+        "compile": compile_model, "images_per_s": steps * batch_size * n_models / seconds,
+        "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
+    }
 
 
 def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData, done: bool) -> dict[str, Any]:

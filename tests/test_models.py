@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from lape_lib import JOINS, PE_TYPES, create_model, list_models, pe_similarity, per_layer_pe
 from lape_lib.analysis import affine_split, lambda_coefficients
+from lape_lib.models import valid_combination
 
 # Exact counts from Compact Transformers (10 classes, learnable PE, join="add"); the 3-digit
 # ones are the README's rounded figures (cct_6_3x1's 3.168 M is its sine-PE variant).
@@ -25,15 +26,11 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def valid(pe: str, join: str) -> bool:
-    return (pe != "none" or join == "add") and (join != "per_layer_pe" or pe == "learnable")
-
-
 SMALL = dict(depth=2)  # two layers keep the grid test fast; counts use the full models
 
 
 @pytest.mark.parametrize("name", list_models())
-@pytest.mark.parametrize("pe,join", [c for c in itertools.product(PE_TYPES, JOINS) if valid(*c)])
+@pytest.mark.parametrize("pe,join", [c for c in itertools.product(PE_TYPES, JOINS) if valid_combination(*c)])
 def test_forward_every_model_pe_join(name: str, pe: str, join: str) -> None:
     model = create_model(name, pe=pe, join=join, num_classes=7, **SMALL)
     out = model(torch.randn(3, 3, 32, 32))

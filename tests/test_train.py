@@ -15,7 +15,7 @@ from lape_lib.train import NonFiniteLossError, TrainConfig, lr_at, main, train
 TINY = dict(
     model="vit_lite_7_4", model_overrides={"depth": 1, "dim": 32, "num_heads": 2}, dataset="toy", n_train=64,
     n_test=32, epochs=3, warmup_epochs=1, cooldown_epochs=1, batch_size=16, lr=1e-3, progress=False,
-    device="cpu", mix_off_epoch=2, augment=AugmentConfig(),
+    device="cpu", mix_off_epoch=2, augment=AugmentConfig(crop_scale=None, flip=False, randaug_ops=0),
 )
 
 
@@ -134,6 +134,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monke
         (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
         (dict(precision="fp8"), "unknown precision 'fp8'"),
         (dict(epochs=0), "epochs must be >= 1"),
+        (dict(augment=AugmentConfig()), "dataset='toy' labels are positions"),
         (dict(warmup_epochs=5, epochs=3), "warmup_epochs (5) must be below epochs (3)"),
     ],
 )
@@ -151,7 +152,7 @@ def test_batch_larger_than_data() -> None:
 def test_cli_runs_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = ["--dataset", "toy", "--n-train", "32", "--n-test", "16", "--batch-size", "16", "--epochs", "1",
             "--warmup-epochs", "0", "--cooldown-epochs", "0", "--override", "depth=1", "dim=32", "num_heads=2",
-            "--joins", "lape", "--no-progress", "--device", "cpu", "--out", str(tmp_path)]
+            "--joins", "lape", "--no-progress", "--no-augment", "--device", "cpu", "--out", str(tmp_path)]
     main(args)
     assert "learnable-lape-s0" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown model override"):

@@ -1,0 +1,68 @@
+"""Helpers the notebooks call right after their ``parameters`` cell.
+
+``check(globals(), SPEC)`` validates every parameter (type, choices), applies smoke mode and
+prints the values in use. Smoke mode (``LAPE_SMOKE=1``) swaps in tiny values so that tools
+that inject no parameters (nbval, a plain "Run all") finish in seconds on a CPU; values that
+papermill injected are kept only when smoke mode is off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+SMOKE_ENV = "LAPE_SMOKE"
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One notebook parameter: its type(s), allowed values (if a closed set), and its smoke value."""
+
+    types: type | tuple[type, ...]
+    choices: Sequence[Any] | None = None
+    smoke: Any = _UNSET  # the value smoke mode uses; unset: keep the notebook's value
+    each: bool = False  # the value is a list whose *items* must be among ``choices``
+
+
+def smoke_mode() -> bool:
+    return os.environ.get(SMOKE_ENV, "").lower() not in ("", "0", "false", "no")
+
+
+def _type_names(types: type | tuple[type, ...]) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join("None" if t is type(None) else t.__name__ for t in types)
+
+
+def check(namespace: Mapping[str, Any], spec: Mapping[str, Param], *, quiet: bool = False) -> SimpleNamespace:
+    """Validate the notebook's parameters and return them (smoke values applied) as a namespace.
+
+    Raises ValueError naming the first parameter that is missing, of the wrong type, or not
+    among its choices, with what would be valid.
+    """
+    smoke = smoke_mode()
+    values: dict[str, Any] = {}
+    for name, p in spec.items():
+        if name not in namespace:
+            raise ValueError(f"parameter {name!r} is missing; the parameters cell must define {sorted(spec)}")
+        value = p.smoke if smoke and p.smoke is not _UNSET else namespace[name]
+        types = p.types if isinstance(p.types, tuple) else (p.types,)
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"parameter {name}={value!r} has type {type(value).__name__}; expected {_type_names(p.types)}")
+        if p.choices is not None:
+            items = list(value) if p.each else [value]
+            bad = [v for v in items if v not in p.choices]
+            if bad:
+                raise ValueError(f"parameter {name}={value!r}: {bad[0]!r} is not valid; choose from {list(p.choices)}")
+        values[name] = value
+    if not quiet:
+        mode = f" (smoke mode: {SMOKE_ENV}=1)" if smoke else ""
+        print(f"parameters{mode}:")
+        for name, value in values.items():
+            print(f"  {name} = {value!r}")
+    return SimpleNamespace(**values)

@@ -1,0 +1,138 @@
+"""Figures for the workbook: per-layer PE similarity, learning curves, bar charts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .analysis import pe_similarity, per_layer_pe
+from .models import VisionTransformer
+
+
+def central_patch(grid: tuple[int, int]) -> int:
+    """The index of a central patch of the grid (the paper plots one such row)."""
+    h, w = grid
+    return (h // 2) * w + w // 2 - 1 if w > 1 else (h // 2) * w
+
+
+def plot_layer_similarity(
+    models: Mapping[str, VisionTransformer], patch: int | None = None, show_matrix: bool = True
+) -> Figure:
+    """For each model (a row pair) and each layer (a column): the PE's N x N cosine-similarity
+    matrix and one patch's similarity on the patch grid, colour scale 0..1 as in the paper."""
+    names = list(models)
+    depth = max(m.cfg.depth for m in models.values())
+    rows = len(names) * (2 if show_matrix else 1)
+    fig, axes = plt.subplots(rows, depth, figsize=(1.6 * depth, 1.7 * rows), squeeze=False)
+    image = None
+    for i, name in enumerate(names):
+        model = models[name]
+        sims = pe_similarity(per_layer_pe(model)).cpu()
+        p = central_patch(model.grid) if patch is None else patch
+        for l in range(depth):
+            patch_map = sims[l, p].reshape(model.grid)
+            panels = [sims[l], patch_map] if show_matrix else [patch_map]
+            for k, panel in enumerate(panels):
+                ax = axes[i * len(panels) + k, l]
+                image = ax.imshow(panel.numpy(), vmin=0, vmax=1, cmap="viridis")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0 and k == 0:
+                    ax.set_title(f"layer {l + 1}", fontsize=9)
+                if l == 0:
+                    ax.set_ylabel(f"{name}\n{'matrix' if show_matrix and k == 0 else f'patch {p}'}", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="cosine similarity")
+    return fig
+
+
+def similarity_by_distance(model: VisionTransformer) -> tuple[np.ndarray, np.ndarray]:
+    """Mean PE cosine similarity of patch pairs at each (rounded) grid distance, per layer.
+
+    Returns ``(distances, table)`` with ``table[l, k]`` the mean similarity in layer l of pairs
+    at distance ``distances[k]``: a flat curve means position is barely encoded, a steep one
+    a local PE.
+    """
+    sims = pe_similarity(per_layer_pe(model)).cpu()
+    h, w = model.grid
+    coords = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 2).float()
+    dist = torch.cdist(coords, coords).round().long()
+    distances = torch.unique(dist)
+    table = torch.stack([torch.stack([s[dist == d].mean() for d in distances]) for s in sims])
+    return distances.numpy(), table.numpy()
+
+
+def plot_similarity_by_distance(models: Mapping[str, VisionTransformer]) -> Figure:
+    """One panel per model: PE similarity against patch distance, one curve per layer."""
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.2), squeeze=False, sharey=True)
+    for ax, (name, model) in zip(axes[0], models.items()):
+        distances, table = similarity_by_distance(model)
+        colours = plt.cm.plasma(np.linspace(0, 0.9, len(table)))
+        for l, row in enumerate(table):
+            ax.plot(distances, row, color=colours[l], label=f"layer {l + 1}")
+        ax.set_title(name)
+        ax.set_xlabel("distance between patches (grid cells)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("mean PE cosine similarity")
+    axes[0, -1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(results: Mapping[str, Any], metric: str = "test_acc") -> Figure:
+    """Learning curves of every arm in a ``train`` results dict: ``metric`` and the training loss."""
+    fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, arm in results["arms"].items():
+        hist = arm["history"]
+        epochs = [h["epoch"] + 1 for h in hist]
+        style = "-" if "lape" in arm["join"] else "--"
+        ax_l.plot(epochs, [h["train_loss"] for h in hist], style, label=name)
+        pts = [(h["epoch"] + 1, h[metric]) for h in hist if metric in h]
+        if pts:
+            ax_m.plot(*zip(*pts), style, marker="o" if len(pts) < 20 else None, label=name)
+    ax_m.set_ylabel("test top-1 (%)" if metric == "test_acc" else metric)
+    ax_l.set_ylabel("training loss")
+    for ax in (ax_m, ax_l):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_m.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_grouped_bars(table: Mapping[str, Mapping[str, float]], ylabel: str = "test top-1 (%)",
+                      errors: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
+    """Bars grouped by the outer key (e.g. PE type), one colour per inner key (e.g. join)."""
+    groups = list(table)
+    members: list[str] = list(dict.fromkeys(k for g in groups for k in table[g]))
+    width = 0.8 / len(members)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.5 * len(groups), 3.4))
+    for j, member in enumerate(members):
+        xs = [i + (j - (len(members) - 1) / 2) * width for i, g in enumerate(groups) if member in table[g]]
+        ys = [table[g][member] for g in groups if member in table[g]]
+        err = [errors[g][member] for g in groups if member in table[g]] if errors else None
+        ax.bar(xs, ys, width, yerr=err, label=member, capsize=3)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def show_images(images: torch.Tensor, labels: Sequence[str], ncols: int = 8) -> Figure:
+    """A grid of uint8 (N, 3, H, W) images with their labels."""
+    n = len(images)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.45 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, label in zip(axes.flat, images, labels):
+        ax.imshow(img.permute(1, 2, 0).cpu().numpy())
+        ax.set_title(label, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,114 @@
+"""Run the whole workbook with papermill: ``python -m lape_lib.workbook --out runs/workbook``.
+
+Without a GPU the notebooks run with the CPU presets below (minutes in all on 2 cores, on the
+offline CIFAR-10 copy and the toy set); with one, with their own defaults (the paper's recipe).
+``-p NAME VALUE`` overrides a parameter in every notebook that has it (VALUE is read as JSON
+when it parses, else as a string), e.g. ``-p epochs 5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+NOTEBOOKS = (
+    "00_setup.ipynb",
+    "01_affine_argument.ipynb",
+    "02_train_vitlite_cifar.ipynb",
+    "03_per_layer_pe.ipynb",
+    "04_pe_types_and_joins.ipynb",
+)
+
+# Parameters a 2-core CPU finishes in minutes. Measured: a full ViT-Lite-7/4 trains at about
+# 60 images/s there, so the CPU runs keep its width but shorten it to 2 layers.
+CPU_PRESETS: dict[str, dict[str, Any]] = {
+    "00_setup.ipynb": {},
+    "01_affine_argument.ipynb": {},
+    "02_train_vitlite_cifar.ipynb": {
+        "model_overrides": {"depth": 2}, "n_train": 2000, "n_test": 1000, "epochs": 6, "warmup_epochs": 1,
+        "cooldown_epochs": 0, "batch_size": 64, "lr": 1e-3, "mix_off_epoch": 4,
+    },
+    "03_per_layer_pe.ipynb": {},
+    "04_pe_types_and_joins.ipynb": {
+        "dataset": "toy", "model_overrides": {"depth": 2, "dim": 64, "num_heads": 2}, "n_train": 1000,
+        "n_test": 400, "epochs": 6, "warmup_epochs": 1, "cooldown_epochs": 0, "batch_size": 50, "lr": 2e-3,
+        "augment": False,
+    },
+}
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def notebook_parameters(path: Path) -> set[str]:
+    """The names assigned in a notebook's ``parameters`` cell."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    raise ValueError(f"{path.name} has no cell tagged 'parameters'")
+
+
+def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use_gpu_defaults: bool | None = None,
+        kernel: str = "python3") -> list[Path]:
+    """Execute the notebooks in order into ``out``; returns the executed notebooks' paths."""
+    import papermill as pm
+    import torch
+
+    gpu = torch.cuda.is_available() if use_gpu_defaults is None else use_gpu_defaults
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    names = [n for n in NOTEBOOKS if not only or any(n.startswith(o) for o in only)]
+    for name in names:
+        path = NOTEBOOK_DIR / name
+        accepted = notebook_parameters(path)
+        unknown = set(overrides) - set().union(*(notebook_parameters(NOTEBOOK_DIR / n) for n in names))
+        if unknown:
+            raise SystemExit(f"error: no notebook has parameter(s) {sorted(unknown)}")
+        params = {} if gpu else dict(CPU_PRESETS[name])
+        params.update({k: v for k, v in overrides.items() if k in accepted})
+        params["output_dir"] = str(out)
+        t0 = time.perf_counter()
+        print(f"[workbook] {name} with {params}", flush=True)
+        pm.execute_notebook(str(path), str(out / name), parameters=params, cwd=str(out), kernel_name=kernel, progress_bar=False)
+        print(f"[workbook] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        done.append(out / name)
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m lape_lib.workbook", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/workbook", help="folder for the executed notebooks and figures")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    p.add_argument("--only", nargs="+", help="notebook prefixes to run, e.g. 00 03")
+    p.add_argument("--gpu-defaults", action="store_true", help="use the notebooks' own (paper) defaults even without a GPU")
+    p.add_argument("--kernel", default="python3")
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    t0 = time.perf_counter()
+    done = run(out, {k: _value(v) for k, v in args.parameter}, args.only, True if args.gpu_defaults else None, args.kernel)
+    figures = sorted(out.glob("*.png"))
+    print(f"\nexecuted {len(done)} notebooks in {time.perf_counter() - t0:.0f} s into {out}")
+    for path in done:
+        print(f"  {path}")
+    print(f"figures ({len(figures)}):")
+    for path in figures:
+        print(f"  {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Trained models for the figures: load saved weights, or train a small pair on the spot.
+
+The notebooks that show trained per-layer PEs (01, 03) call ``trained_models``: it loads
+``{pe}-{join}-s{seed}.safetensors`` from the first folder that has them (an explicit one, the
+workbook's own training output, then the repository's ``results/checkpoints``) and otherwise
+trains the pair briefly, on the toy set by default, where position is all that matters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .augment import AugmentConfig
+from .checkpoint import load_model
+from .models import VisionTransformer
+from .notebook import smoke_mode
+from .train import TrainConfig, arm_name, train
+
+REPO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "results" / "checkpoints"
+
+
+def find_weights(names: list[str], folders: list[str | Path | None]) -> Path | None:
+    """The first folder that holds ``name.safetensors`` for every name."""
+    for folder in folders:
+        if folder is not None and all((Path(folder) / f"{n}.safetensors").is_file() for n in names):
+            return Path(folder)
+    return None
+
+
+def trained_models(
+    folders: list[str | Path | None], *, joins: tuple[str, ...] = ("add", "lape"), pe: str = "learnable", seed: int = 0,
+    fallback: dict[str, Any] | None = None,
+) -> tuple[dict[str, VisionTransformer], str]:
+    """Models keyed by join, and a sentence saying where they came from."""
+    names = [arm_name(seed, pe, j) for j in joins]
+    folder = find_weights(names, [*folders, REPO_CHECKPOINTS])
+    if folder is not None:
+        return {j: load_model(folder / f"{n}.safetensors") for j, n in zip(joins, names)}, f"loaded from {folder}"
+    settings: dict[str, Any] = dict(
+        model="vit_lite_7_4", model_overrides={"depth": 4, "dim": 128, "num_heads": 4}, dataset="toy", n_train=1500,
+        n_test=300, epochs=8, warmup_epochs=1, cooldown_epochs=0, batch_size=50, lr=2e-3, progress=False,
+        augment=AugmentConfig.off(),
+    )
+    if smoke_mode():
+        settings.update(model_overrides={"depth": 2, "dim": 32, "num_heads": 2}, n_train=200, n_test=100, epochs=1, warmup_epochs=0)
+    settings.update(fallback or {})
+    cfg = TrainConfig(joins=joins, pes=(pe,), seeds=(seed,), **settings)
+    results = train(cfg)
+    accs = ", ".join(f"{j}: {results['arms'][n]['final'].get('test_acc', float('nan')):.1f}%" for j, n in zip(joins, names))
+    models = {j: results["models"][n].eval() for j, n in zip(joins, names)}
+    return models, f"trained just now on {cfg.dataset} for {cfg.epochs} epochs ({accs}); no saved weights were found"

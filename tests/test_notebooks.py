@@ -1,0 +1,94 @@
+"""The workbook's notebooks: structure, clean commits, papermill execution, parameter errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lape_lib.workbook import CPU_PRESETS, NOTEBOOK_DIR, NOTEBOOKS, notebook_parameters
+
+PATHS = [NOTEBOOK_DIR / n for n in NOTEBOOKS]
+ROOT = NOTEBOOK_DIR.parent
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def test_every_notebook_is_listed() -> None:
+    assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == sorted(NOTEBOOKS)
+    assert set(CPU_PRESETS) == set(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=NOTEBOOKS)
+def test_structure(path: Path) -> None:
+    nb = read(path)
+    nbformat.validate(nb)
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters' (notebook cleaners strip tags: re-add it)"
+    i = tagged[0]
+    assert "output_dir" in notebook_parameters(path)
+    # The cell right after the parameters validates them (and applies smoke mode).
+    assert "check(globals()" in nb.cells[i + 1].source
+    # The first cells: a title with an Open-in-Colab badge, then the install-if-missing cell.
+    assert nb.cells[0].cell_type == "markdown" and "colab-badge.svg" in nb.cells[0].source
+    assert 'find_spec("lape_lib") is None' in nb.cells[1].source
+    assert "Exercises" in nb.cells[-1].source
+
+
+@pytest.mark.parametrize("path", PATHS, ids=NOTEBOOKS)
+def test_committed_without_outputs(path: Path) -> None:
+    for cell in read(path).cells:
+        if cell.cell_type != "code":
+            continue
+        if "NBVAL_CHECK_OUTPUT" not in cell.source:
+            assert not cell.outputs and cell.execution_count is None, f"cell {cell.id} has outputs: clear them before committing"
+        else:  # nbval-checked cells keep their small, textual reference output on purpose
+            assert cell.outputs, f"cell {cell.id} is marked NBVAL_CHECK_OUTPUT but has no reference output"
+            assert all(o.output_type == "stream" for o in cell.outputs)
+            assert len(json.dumps(cell.outputs)) < 4000
+
+
+def test_no_tqdm_notebook_anywhere() -> None:
+    sources = [p.read_text() for p in list((ROOT / "lape_lib").glob("*.py")) + PATHS]
+    assert not any(re.search(r"tqdm\.notebook|from tqdm import tqdm\b", s) for s in sources)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_papermill_executes(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each notebook runs top to bottom under papermill at smoke size (the CPU presets, shrunk)."""
+    import papermill as pm
+
+    monkeypatch.setenv("LAPE_SMOKE", "1")
+    params = dict(CPU_PRESETS[name], output_dir=str(tmp_path))
+    pm.execute_notebook(str(NOTEBOOK_DIR / name), str(tmp_path / name), parameters=params, cwd=str(tmp_path), progress_bar=False)
+    executed = read(tmp_path / name)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    assert list(tmp_path.glob("*.png")), "every notebook writes at least one figure"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name,params,needle",
+    [
+        ("02_train_vitlite_cifar.ipynb", {"epochs": "ten"}, "parameter epochs='ten' has type str; expected int"),
+        ("02_train_vitlite_cifar.ipynb", {"model": "vit_lite_9_4"}, "'vit_lite_9_4' is not valid"),
+        ("04_pe_types_and_joins.ipynb", {"joins": ["add", "concat"]}, "'concat' is not valid"),
+        ("00_setup.ipynb", {"dataset": "mnist"}, "'mnist' is not valid; choose from ['cifar10', 'cifar100']"),
+    ],
+)
+def test_wrong_parameter_fails_early(name: str, params: dict, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import papermill as pm
+
+    monkeypatch.delenv("LAPE_SMOKE", raising=False)
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(NOTEBOOK_DIR / name), str(tmp_path / name), parameters={**params, "output_dir": str(tmp_path)},
+                            cwd=str(tmp_path), progress_bar=False)
+    assert needle in str(err.value)
+    assert err.value.exec_count <= 4, "the bad parameter must stop the notebook in its first cells"
