@@ -3,4 +3,3 @@
 import os
 
 os.environ.setdefault("LAPE_SMOKE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")

@@ -193,10 +193,13 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> tu
     return x, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)
 
 
-def _decode(blob: bytes, where: str) -> np.ndarray:
+def _decode(blob: bytes, where: str, size: int | None = None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as im:
-            return np.asarray(im.convert("RGB"))
+            im = im.convert("RGB")
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), Image.BICUBIC)
+            return np.asarray(im)
     except Exception as err:
         raise DataError(f"cannot decode image {where}: {err}") from err
 
@@ -218,18 +221,18 @@ def _stack(items: dict[str, list[tuple[str, str, np.ndarray]]], classes: tuple[s
 
 def _split_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
     for i, part in enumerate(parts[:-2]):
-        if part in ("train", "test"):
-            return part, parts[i + 1]
+        if part in ("train", "test", "val"):
+            return "train" if part == "train" else "test", parts[i + 1]
     return None
 
 
-def _read_imagefolder(folder: Path):
+def _read_imagefolder(folder: Path, size: int | None = None):
     items: dict[str, list] = {"train": [], "test": []}
     for path in sorted(folder.glob("*/*/*")):
         where = _split_class(path.relative_to(folder).parts)
         if where is None or not path.is_file():
             continue
-        items[where[0]].append((where[1], path.name, _decode(path.read_bytes(), str(path))))
+        items[where[0]].append((where[1], path.name, _decode(path.read_bytes(), str(path), size)))
     classes = tuple(sorted({r[0] for r in items["train"]}))
     return _stack(items, classes, folder), classes
 
@@ -297,6 +300,25 @@ def subset(data: ImageData, n_train: int | None, n_test: int | None, seed: int =
         idx = balanced_indices(data.test_y, n_test, seed + 1)
         out = replace(out, test_x=data.test_x[idx], test_y=data.test_y[idx])
     return out
+
+
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def load_imagefolder(root: str | os.PathLike, img_size: int, *, n_train: int | None = None, n_test: int | None = None,
+                     seed: int = 0) -> ImageData:
+    """Any ``train/<class>/*`` + ``val/<class>/*`` (or ``test/``) tree, resized to ``img_size`` squares, in memory.
+
+    Meant for small ImageNet-style sets (a subset, Imagenette, a generated test tree): the
+    decoded images are held as uint8 tensors, which full ImageNet-1K at 224 px does not fit.
+    """
+    folder = Path(root).expanduser()
+    if not ((folder / "train").is_dir() and ((folder / "val").is_dir() or (folder / "test").is_dir())):
+        raise DataError(f"{folder} is not an ImageFolder tree: expected train/<class>/ and val/<class>/ (or test/<class>/)")
+    arrays, classes = _read_imagefolder(folder, img_size)
+    mean, std = IMAGENET_MEAN_STD
+    data = ImageData(*arrays, classes=classes, mean=mean, std=std, source=f"imagefolder:{folder}")
+    return subset(data, n_train, n_test, seed)
 
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")

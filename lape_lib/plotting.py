@@ -110,7 +110,7 @@ def plot_grouped_bars(table: Mapping[str, Mapping[str, float]], ylabel: str = "t
     groups = list(table)
     members: list[str] = list(dict.fromkeys(k for g in groups for k in table[g]))
     width = 0.8 / len(members)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.5 * len(groups), 3.4))
+    fig, ax = plt.subplots(figsize=(2.8 + 1.5 * len(groups), 3.4))
     for j, member in enumerate(members):
         xs = [i + (j - (len(members) - 1) / 2) * width for i, g in enumerate(groups) if member in table[g]]
         ys = [table[g][member] for g in groups if member in table[g]]
@@ -118,7 +118,7 @@ def plot_grouped_bars(table: Mapping[str, Mapping[str, float]], ylabel: str = "t
         ax.bar(xs, ys, width, yerr=err, label=member, capsize=3)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -29,11 +29,13 @@ from tqdm.auto import tqdm
 from . import __version__
 from .augment import AugmentConfig, BatchAugment
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
-from .data import DATASETS, ImageData, load_cifar, make_position_toy
+from .data import DATASETS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
 from .models import JOINS, VisionTransformer, create_model, describe, list_models, valid_combination
 from .pos_embed import PE_TYPES
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
+TIMM_PREFIX = "timm/"
 # Fields that do not change what is computed: a checkpoint may be resumed under other values.
 _RUNTIME_FIELDS = ("out_dir", "device", "compile", "eval_every", "progress", "save_weights", "data_root")
 
@@ -47,8 +49,9 @@ class TrainConfig:
     pes: tuple[str, ...] = ("learnable",)
     seeds: tuple[int, ...] = (0,)
     model_overrides: dict[str, Any] = field(default_factory=dict)
-    dataset: str = "cifar10"  # cifar10 | cifar100 | toy
+    dataset: str = "cifar10"  # cifar10 | cifar100 | toy | imagefolder (needs data_root)
     data_root: str | None = None
+    img_size: int = 32
     download: bool = False
     n_train: int | None = None
     n_test: int | None = None
@@ -78,16 +81,26 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value and what would be valid."""
-        if self.model not in list_models():
-            raise ValueError(f"unknown model {self.model!r}; choose one of {list_models()}")
+        if self.model.startswith(TIMM_PREFIX):
+            import timm
+
+            if not timm.is_model(self.model[len(TIMM_PREFIX):]):
+                raise ValueError(f"unknown timm model {self.model!r}; see timm.list_models('*vit*') or '*deit*'")
+            bad = [j for j in self.joins if j not in ("add", "lape")] + [p for p in self.pes if p != "learnable"]
+            if bad:
+                raise ValueError(f"timm models run with joins 'add'/'lape' and pe 'learnable' only, got {bad[0]!r}")
+        elif self.model not in list_models():
+            raise ValueError(f"unknown model {self.model!r}; choose one of {list_models()} or 'timm/<name>'")
         for j in self.joins:
             if j not in JOINS:
                 raise ValueError(f"unknown join {j!r}; choose from {JOINS}")
         for p in self.pes:
             if p not in PE_TYPES:
                 raise ValueError(f"unknown pe {p!r}; choose from {PE_TYPES}")
-        if self.dataset not in DATASETS + ("toy",):
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASETS + ('toy',)}")
+        if self.dataset not in DATASET_CHOICES:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASET_CHOICES}")
+        if self.dataset == "imagefolder" and not self.data_root:
+            raise ValueError("dataset='imagefolder' needs data_root: a folder with train/<class>/ and val/<class>/")
         a = self.augment
         if self.dataset == "toy" and (a.flip or a.crop_scale is not None or a.randaug_ops > 0):
             raise ValueError(
@@ -139,9 +152,10 @@ def lr_at(epoch: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * epoch / cfg.epochs))
 
 
-def batch_generator(seed: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
-    """The generator for one batch's augmentation: a pure function of (seed, epoch, step)."""
-    digest = hashlib.blake2b(f"{seed}/{epoch}/{step}".encode(), digest_size=8).digest()
+def batch_generator(seed: int, epoch: int, step: int, device: torch.device, rank: int | None = None) -> torch.Generator:
+    """The generator for one batch's augmentation: a pure function of (seed, epoch, step[, rank])."""
+    key = f"{seed}/{epoch}/{step}" + (f"/{rank}" if rank is not None else "")
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
@@ -175,7 +189,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = p.ndim <= 1 or "pos_embed" in name or name == "cls_token"
+        skip = p.ndim <= 1 or "pos_embed" in name or name.endswith(("cls_token", "reg_token"))
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -194,7 +208,9 @@ class Arm:
 
     name: str
     seed: int
-    model: VisionTransformer
+    pe: str
+    join: str
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     step_fn: Any
@@ -203,7 +219,9 @@ class Arm:
 
 def load_data(cfg: TrainConfig) -> ImageData:
     if cfg.dataset == "toy":
-        return make_position_toy(cfg.n_train or 2000, cfg.n_test or 500, seed=0)
+        return make_position_toy(cfg.n_train or 2000, cfg.n_test or 500, img_size=cfg.img_size, seed=0)
+    if cfg.dataset == "imagefolder":
+        return load_imagefolder(cfg.data_root, cfg.img_size, n_train=cfg.n_train, n_test=cfg.n_test)  # type: ignore[arg-type]
     return load_cifar(cfg.dataset, cfg.data_root, download=cfg.download, n_train=cfg.n_train, n_test=cfg.n_test, seed=0)
 
 
@@ -226,6 +244,14 @@ def evaluate(model: nn.Module, data: ImageData, aug: BatchAugment, dtype: torch.
     return {"test_acc": 100 * float(correct) / n, "test_loss": float(loss) / n}
 
 
+def _distributed(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model wrapped in DistributedDataParallel when this process is one of several."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
 def _make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, dtype: torch.dtype, compile_model: bool):
     forward = torch.compile(model) if compile_model else model
     device_type = next(model.parameters()).device.type
@@ -242,15 +268,29 @@ def _make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     return step
 
 
+def build_model(cfg: TrainConfig, pe: str, join: str, num_classes: int) -> nn.Module:
+    """A lape_lib model by name, or ``timm/<name>``: timm's own model for ``join="add"``, lapeified for ``"lape"``."""
+    if cfg.model.startswith(TIMM_PREFIX):
+        import timm
+
+        from .timm_lape import lapeify
+
+        vit = timm.create_model(cfg.model[len(TIMM_PREFIX):], pretrained=False, num_classes=num_classes,
+                                img_size=cfg.img_size, **cfg.model_overrides)
+        return lapeify(vit) if join == "lape" else vit
+    return create_model(cfg.model, num_classes=num_classes, img_size=cfg.img_size, pe=pe, join=join, **cfg.model_overrides)
+
+
 def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: torch.dtype) -> list[Arm]:
     arms = []
     for seed, pe, join in cfg.arms():
         torch.manual_seed(seed)  # the same seed draws the same initial weights for every join
-        model = create_model(cfg.model, num_classes=num_classes, pe=pe, join=join, **cfg.model_overrides).to(device)
+        model = build_model(cfg, pe, join, num_classes).to(device)
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        step = _make_step(model, optimizer, scaler, dtype, cfg.compile)
-        arms.append(Arm(arm_name(seed, pe, join), seed, model, optimizer, scaler, step))
+        trained = _distributed(model, device)
+        step = _make_step(trained, optimizer, scaler, dtype, cfg.compile)
+        arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, optimizer, scaler, step))
     return arms
 
 
@@ -270,11 +310,43 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
 
     ``stop_after_epochs`` ends this call early (a time-boxed job); run it again to resume.
     """
+    rank, world, owned = init_distributed(cfg.device)
+    try:
+        return _train(cfg, resume, stop_after_epochs, rank, world)
+    finally:
+        if owned:
+            torch.distributed.destroy_process_group()
+
+
+def init_distributed(device_name: str) -> tuple[int, int, bool]:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs.
+
+    Returns (rank, world size, whether this call created the group).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, False
+    dist = torch.distributed
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_rank(), world, True
+
+
+def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: int, world: int) -> dict[str, Any]:
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
     dtype = resolve_precision(cfg.precision, device)
     data = load_data(cfg).to(device)
     if len(data.train_y) < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(data.train_y)})")
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the {world} processes")
+    lead = rank == 0  # only the first process writes files and shows progress
     aug = BatchAugment(cfg.augment, data.mean, data.std, data.num_classes)
     arms = build_arms(cfg, data.num_classes, device, dtype)
     out = Path(cfg.out_dir) if cfg.out_dir else None
@@ -294,7 +366,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
             torch.cuda.set_rng_state(state["rng_cuda"])
     steps = len(data.train_y) // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
-    bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not cfg.progress, unit="step")
+    bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead), unit="step")
     seeds = sorted({arm.seed for arm in arms})
     for epoch in range(start_epoch, end_epoch):
         lr = lr_at(epoch, cfg)
@@ -309,8 +381,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
         t0 = time.perf_counter()
         for step in range(steps):
             for seed in seeds:
-                idx = orders[seed][step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                x, targets = aug(data.train_x[idx], data.train_y[idx], batch_generator(seed, epoch, step, device), mix=mix)
+                # The global batch is the same for any number of processes; each takes every world-th sample.
+                idx = orders[seed][step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
+                g = batch_generator(seed, epoch, step, device, rank if world > 1 else None)
+                x, targets = aug(data.train_x[idx], data.train_y[idx], g, mix=mix)
                 for arm in arms:
                     if arm.seed == seed:
                         losses[arm.name] += arm.step_fn(x, targets)
@@ -319,6 +393,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         wall += seconds
+        if world > 1:  # report the mean loss over all processes
+            for loss in losses.values():
+                torch.distributed.all_reduce(loss)
+                loss /= world
         evaluate_now = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.total_epochs
         for arm in arms:
             train_loss = float(losses[arm.name]) / steps
@@ -333,7 +411,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
                 row.update(evaluate(arm.model, data, aug, dtype))
             arm.history.append(row)
         bar.set_postfix({a.name: f"{a.history[-1].get('test_acc', float('nan')):.1f}%" for a in arms[:4]})
-        if out is not None:
+        if out is not None and lead:
             results = _results(cfg, arms, wall, data, done=epoch + 1 == cfg.total_epochs)
             state = {
                 "epoch": epoch + 1, "wall_s": wall, "rng_cpu": torch.get_rng_state(),
@@ -348,13 +426,19 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
                 state["rng_cuda"] = torch.cuda.get_rng_state()
             save_checkpoint(ckpt_path, state, cfg.fingerprint())
             _write_json(out / "results.json", results)
+        if world > 1:
+            torch.distributed.barrier()
     bar.close()
     results = _results(cfg, arms, wall, data, done=end_epoch == cfg.total_epochs)
-    if out is not None:
+    results["world_size"] = world
+    if out is not None and lead:
         _write_json(out / "results.json", results)
         if cfg.save_weights and results["done"]:
             for arm in arms:
-                save_weights(out / f"{arm.name}.safetensors", arm.model, describe(arm.model))
+                if isinstance(arm.model, VisionTransformer):
+                    save_weights(out / f"{arm.name}.safetensors", arm.model, describe(arm.model))
+    if out is not None and world > 1:  # lets a caller check that every process ended with the same weights
+        (out / f"weights-rank{rank}.sha256").write_text(weights_digest([a.model for a in arms]) + "\n")
     results["models"] = {arm.name: arm.model for arm in arms}  # in memory only, not in the JSON
     return results
 
@@ -402,6 +486,16 @@ def measure_throughput(
     }
 
 
+def weights_digest(models: list[nn.Module]) -> str:
+    """sha256 over every tensor of every model's state dict, in order."""
+    h = hashlib.sha256()
+    for model in models:
+        for key, value in model.state_dict().items():
+            h.update(key.encode())
+            h.update(value.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData, done: bool) -> dict[str, Any]:
     return {
         "config": cfg.to_dict(),
@@ -412,7 +506,7 @@ def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData, do
         "done": done,
         "arms": {
             a.name: {
-                "seed": a.seed, "pe": a.model.pe_type, "join": a.model.join,
+                "seed": a.seed, "pe": a.pe, "join": a.join,
                 "params": sum(p.numel() for p in a.model.parameters()),
                 "final": {k: v for k, v in a.history[-1].items() if k in ("test_acc", "test_loss", "train_loss")} if a.history else {},
                 "history": a.history,
@@ -430,12 +524,13 @@ def _write_json(path: Path, obj: Any) -> None:
 def _parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m lape_lib.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=defaults.model, choices=list_models())
+    p.add_argument("--model", default=defaults.model, help=f"one of {list_models()} or timm/<name> (e.g. timm/deit_tiny_patch16_224)")
     p.add_argument("--joins", nargs="+", default=list(defaults.joins), choices=JOINS)
     p.add_argument("--pes", nargs="+", default=list(defaults.pes), choices=PE_TYPES)
     p.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
-    p.add_argument("--dataset", default=defaults.dataset, choices=DATASETS + ("toy",))
+    p.add_argument("--dataset", default=defaults.dataset, choices=DATASET_CHOICES)
     p.add_argument("--data-root", default=None, help="folder or archive; default: $LAPE_DATA, ./data, ../shared/data")
+    p.add_argument("--img-size", type=int, default=defaults.img_size)
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR if no copy is found")
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--n-test", type=int, default=None)
@@ -480,8 +575,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         cfg = TrainConfig(**kwargs)
         results = train(cfg, stop_after_epochs=args.stop_after_epochs)
-    except (ValueError, NonFiniteLossError) as err:
+    except (ValueError, NonFiniteLossError, DataError) as err:  # CheckpointMismatchError is a ValueError
         raise SystemExit(f"error: {err}") from None
+    except torch.cuda.OutOfMemoryError:
+        raise SystemExit(
+            f"error: out of GPU memory at batch size {cfg.batch_size} with {len(cfg.arms())} model(s); "
+            "lower --batch-size or train fewer seeds/joins per run"
+        ) from None
     for name, arm in results["arms"].items():
         print(f"{name}: {arm['final']}")
     if args.out:

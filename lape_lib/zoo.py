@@ -38,8 +38,8 @@ def trained_models(
     if folder is not None:
         return {j: load_model(folder / f"{n}.safetensors") for j, n in zip(joins, names)}, f"loaded from {folder}"
     settings: dict[str, Any] = dict(
-        model="vit_lite_7_4", model_overrides={"depth": 4, "dim": 128, "num_heads": 4}, dataset="toy", n_train=1500,
-        n_test=300, epochs=8, warmup_epochs=1, cooldown_epochs=0, batch_size=50, lr=2e-3, progress=False,
+        model="vit_lite_7_4", model_overrides={"depth": 4, "dim": 64, "num_heads": 4}, dataset="toy", n_train=1200,
+        n_test=300, epochs=6, warmup_epochs=1, cooldown_epochs=0, batch_size=50, lr=2e-3, progress=False,
         augment=AugmentConfig.off(),
     )
     if smoke_mode():

@@ -7,4 +7,4 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-echo "installed: $(.venv/bin/python -c 'import torch, lape_lib; print("torch", torch.__version__, "| lape_lib", lape_lib.__version__)')"
+echo "installed in ${SECONDS} s: $(.venv/bin/python -c 'import torch, lape_lib; print("torch", torch.__version__, "| lape_lib", lape_lib.__version__)')"

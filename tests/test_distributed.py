@@ -1,0 +1,72 @@
+"""torchrun with gloo on CPU, ImageFolder data, and timm models in the trainer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lape_lib.data import DataError, load_imagefolder
+from lape_lib.train import TrainConfig, train
+
+
+def make_tree(root: Path, per_class: int = 8, size: int = 20) -> Path:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", per_class // 2)):
+        for c in ("cat", "dog"):
+            folder = root / split / c
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    return root
+
+
+def test_imagefolder_resizes_and_labels(tmp_path: Path) -> None:
+    data = load_imagefolder(make_tree(tmp_path), img_size=16)
+    assert data.train_x.shape == (16, 3, 16, 16) and data.test_x.shape == (8, 3, 16, 16)
+    assert data.classes == ("cat", "dog") and data.train_y.tolist() == [0] * 8 + [1] * 8
+    with pytest.raises(DataError, match="not an ImageFolder tree"):
+        load_imagefolder(tmp_path / "train", img_size=16)
+
+
+def test_timm_model_in_the_trainer() -> None:
+    from lape_lib.augment import AugmentConfig
+
+    res = train(TrainConfig(
+        model="timm/deit_tiny_patch16_224", model_overrides={"patch_size": 8, "depth": 1}, joins=("add", "lape"),
+        dataset="toy", n_train=32, n_test=16, epochs=1, warmup_epochs=0, cooldown_epochs=0, batch_size=16,
+        augment=AugmentConfig.off(), device="cpu", progress=False,
+    ))
+    assert set(res["arms"]) == {"learnable-add-s0", "learnable-lape-s0"}
+    dim, depth = 192, 1
+    assert res["arms"]["learnable-lape-s0"]["params"] - res["arms"]["learnable-add-s0"]["params"] == 2 * dim * depth
+    with pytest.raises(ValueError, match="pe 'learnable' only"):
+        TrainConfig(model="timm/deit_tiny_patch16_224", pes=("sin2d",))
+    with pytest.raises(ValueError, match="unknown timm model"):
+        TrainConfig(model="timm/deit_gigantic")
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "data")
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lape_lib.train",
+        "--model", "vit_lite_7_4", "--override", "depth=1", "dim=32", "num_heads=2", "--joins", "add", "lape",
+        "--dataset", "imagefolder", "--data-root", str(tree), "--img-size", "16", "--batch-size", "8", "--epochs", "3",
+        "--warmup-epochs", "1", "--cooldown-epochs", "0", "--device", "cpu", "--no-progress", "--out", str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = [(out / f"weights-rank{r}.sha256").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2 and results["done"]
+    assert len(results["arms"]["learnable-lape-s0"]["history"]) == 3

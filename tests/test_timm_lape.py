@@ -1,0 +1,94 @@
+"""lapeify against timm itself."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import timm
+import torch
+
+from lape_lib import lapeify
+
+# Small variants of DeiT-Ti / ViT shapes keep the tests fast; the code path is the same.
+CASES = {
+    "deit_tiny_patch16_224": dict(img_size=32, patch_size=8, depth=3),
+    "vit_small_patch16_224": dict(img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=3),
+    "vit_small_patch16_224-avgpool": dict(img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=3, class_token=False, global_pool="avg"),
+    "vit_base_patch16_224-noembedcls": dict(img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=3, no_embed_class=True, reg_tokens=2),
+}
+
+
+def make(case: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(case.split("-")[0], pretrained=False, num_classes=10, **CASES[case]).eval()
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lape_off_reproduces_timm_exactly(case: str) -> None:
+    vit = make(case)
+    x = torch.randn(2, 3, 32, 32)
+    expected = vit(x)
+    wrapped = lapeify(vit, lape=False).eval()
+    assert torch.equal(wrapped(x), expected)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lape_keeps_weights_and_adds_2DL(case: str) -> None:
+    vit = make(case)
+    before = {k: v.clone() for k, v in vit.state_dict().items()}
+    base = n_params(vit)
+    model = lapeify(vit)
+    dim, depth = vit.embed_dim, len(vit.blocks)
+    assert n_params(model) - base == 2 * dim * depth
+    after = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after["vit." + key], value)
+    x = torch.randn(2, 3, 32, 32)
+    out = model.eval()(x)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    assert not torch.allclose(out, vit(x))  # the PE now enters per layer, not at the input
+
+
+def test_lape_chain_matches_the_equations() -> None:
+    vit = make("deit_tiny_patch16_224")
+    model = lapeify(vit).eval()
+    with torch.no_grad():
+        for b in vit.blocks:
+            b.pe_norm.weight.normal_(1, 0.3)
+            b.pe_norm.bias.normal_(0, 0.3)
+    x = torch.randn(2, 3, 32, 32)
+    tokens = torch.cat([vit.cls_token.expand(2, -1, -1), vit.patch_embed(x)], dim=1)  # no PE at the input
+    p = vit.pos_embed
+    for b in vit.blocks:
+        p = b.pe_norm(p)
+        tokens = tokens + b.attn(b.norm1(tokens) + p)
+        tokens = tokens + b.mlp(b.norm2(tokens))
+    expected = vit.forward_head(vit.norm(tokens))
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_state_dict_round_trip() -> None:
+    a = lapeify(make("deit_tiny_patch16_224")).eval()
+    with torch.no_grad():
+        a.vit.blocks[1].pe_norm.weight.fill_(2.0)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = lapeify(make("deit_tiny_patch16_224")).eval()
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(a(x), b(x))
+
+
+def test_unsupported_models_raise() -> None:
+    with pytest.raises(ValueError, match="no absolute position embedding"):
+        lapeify(timm.create_model("vit_small_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=1, pos_embed="none"))
+    with pytest.raises(ValueError, match="not ResNet"):
+        lapeify(timm.create_model("resnet18", pretrained=False))
+    with pytest.raises(ValueError, match="dynamic_img_size"):
+        lapeify(timm.create_model("vit_small_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=1, dynamic_img_size=True))
