@@ -31,6 +31,7 @@ KNOWN_SHA256 = {"cifar10-jpeg.tar.xz": "f7453856acd3811d8bb9297c414e1d265bfe85aa
 _ARCHIVE_SUFFIXES = (".tar", ".tar.xz", ".tar.gz", ".tgz")
 _TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _REPO = Path(__file__).resolve().parents[1]
+MIRROR_ENV = "LAPE_CIFAR_MIRROR"  # a base URL that serves cifar-10-python.tar.gz / cifar-100-python.tar.gz
 
 
 class DataError(RuntimeError):
@@ -181,13 +182,19 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> tu
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    mirror = os.environ.get(MIRROR_ENV)
+    if download and mirror:  # same archive from a faster host; torchvision still checks its md5
+        cls = type(cls.__name__, (cls,), {"url": f"{mirror.rstrip('/')}/{cls.filename}"})
+    if download:
+        print(f"downloading {name} from {cls.url} into {root} (set {MIRROR_ENV} to use a faster mirror)")
     try:
         # torchvision verifies each file's published md5 before it unpickles anything.
         ds = cls(str(root), train=train, download=download)
     except RuntimeError as err:
         raise DataError(
-            f"{name} under {root} failed torchvision's md5 check or is incomplete ({err}). "
-            f"Delete {root / _TORCHVISION_DIRS[name]} and download again, or point LAPE_DATA elsewhere."
+            f"could not load {name} under {root}: {err}. A file that fails torchvision's md5 check is corrupt: "
+            f"delete {root / _TORCHVISION_DIRS[name]} and download again (a failed download: check the network "
+            f"or set {MIRROR_ENV}), or point LAPE_DATA at another copy."
         ) from err
     x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
     return x, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)

@@ -54,7 +54,7 @@ def similarity_by_distance(model: VisionTransformer) -> tuple[np.ndarray, np.nda
     """Mean PE cosine similarity of patch pairs at each (rounded) grid distance, per layer.
 
     Returns ``(distances, table)`` with ``table[l, k]`` the mean similarity in layer l of pairs
-    at distance ``distances[k]``: a flat curve means position is barely encoded, a steep one
+    at distance ``distances[k]`` (distances from 1 up): a flat curve means position is barely encoded, a steep one
     a local PE.
     """
     sims = pe_similarity(per_layer_pe(model)).cpu()
@@ -62,6 +62,7 @@ def similarity_by_distance(model: VisionTransformer) -> tuple[np.ndarray, np.nda
     coords = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 2).float()
     dist = torch.cdist(coords, coords).round().long()
     distances = torch.unique(dist)
+    distances = distances[distances > 0]  # a patch with itself is 1 by definition
     table = torch.stack([torch.stack([s[dist == d].mean() for d in distances]) for s in sims])
     return distances.numpy(), table.numpy()
 

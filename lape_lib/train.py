@@ -122,6 +122,23 @@ class TrainConfig:
         if not (self.lr > 0 and self.min_lr >= 0 and self.warmup_lr >= 0):
             raise ValueError(f"learning rates must be positive: lr={self.lr}, min_lr={self.min_lr}")
 
+    @classmethod
+    def deit(cls, **overrides: Any) -> TrainConfig:
+        """DeiT's ImageNet recipe (Touvron et al. 2021) for ``timm/deit_*`` models at 224 px.
+
+        AdamW lr 5e-4 x batch/512, wd 0.05, 300 epochs (5 warmup from 1e-6, cooldown 10),
+        RandAugment m9, mixup 0.8 / cutmix 1.0 throughout, random erasing 0.25, crops from
+        8-100 % of the image. Not included: repeated augmentation and EMA.
+        """
+        batch = overrides.get("batch_size", 1024)
+        base: dict[str, Any] = dict(
+            model="timm/deit_tiny_patch16_224", joins=("add", "lape"), dataset="imagefolder", img_size=224,
+            batch_size=batch, lr=5e-4 * batch / 512, warmup_lr=1e-6, min_lr=1e-5, weight_decay=0.05, epochs=300,
+            warmup_epochs=5, cooldown_epochs=10, mix_off_epoch=None, model_overrides={"drop_path_rate": 0.1},
+            augment=AugmentConfig(crop_scale=(0.08, 1.0)),
+        )
+        return cls(**{**base, **overrides})
+
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.cooldown_epochs
@@ -522,28 +539,29 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m lape_lib.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=defaults.model, help=f"one of {list_models()} or timm/<name> (e.g. timm/deit_tiny_patch16_224)")
-    p.add_argument("--joins", nargs="+", default=list(defaults.joins), choices=JOINS)
-    p.add_argument("--pes", nargs="+", default=list(defaults.pes), choices=PE_TYPES)
-    p.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
-    p.add_argument("--dataset", default=defaults.dataset, choices=DATASET_CHOICES)
-    p.add_argument("--data-root", default=None, help="folder or archive; default: $LAPE_DATA, ./data, ../shared/data")
-    p.add_argument("--img-size", type=int, default=defaults.img_size)
+    """Options left out of the command line stay unset, so the chosen recipe's defaults apply."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m lape_lib.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
+    p.add_argument("--recipe", choices=("cifar", "deit"), default="cifar",
+                   help="the defaults: Compact Transformers' CIFAR recipe (shown below) or DeiT's ImageNet recipe")
+    p.add_argument("--model", help=f"one of {list_models()} or timm/<name> (default {d.model})")
+    p.add_argument("--joins", nargs="+", choices=JOINS, help=f"default {' '.join(d.joins)}")
+    p.add_argument("--pes", nargs="+", choices=PE_TYPES, help=f"default {' '.join(d.pes)}")
+    p.add_argument("--seeds", nargs="+", type=int, help="default 0")
+    p.add_argument("--dataset", choices=DATASET_CHOICES, help=f"default {d.dataset}")
+    p.add_argument("--data-root", help="folder or archive; default: $LAPE_DATA, ./data, ../shared/data")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR if no copy is found")
-    p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--n-test", type=int, default=None)
-    for name in ("epochs", "cooldown_epochs", "warmup_epochs", "batch_size", "eval_every"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("lr", "warmup_lr", "min_lr", "weight_decay"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
-    p.add_argument("--mix-off-epoch", type=int, default=defaults.mix_off_epoch, help="-1: never")
+    for name, kind in [("img_size", int), ("n_train", int), ("n_test", int), ("epochs", int), ("cooldown_epochs", int),
+                       ("warmup_epochs", int), ("batch_size", int), ("eval_every", int), ("lr", float),
+                       ("warmup_lr", float), ("min_lr", float), ("weight_decay", float)]:
+        p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"default {getattr(d, name)}")
+    p.add_argument("--mix-off-epoch", type=int, help=f"-1: never (default {d.mix_off_epoch})")
     p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides, e.g. depth=2")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--precision", choices=PRECISIONS, help="default auto")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help="default auto")
     p.add_argument("--out", default=None, help="folder for checkpoint.pt and results.json (resumes if present)")
     p.add_argument("--save-weights", action="store_true", help="write fp16 safetensors of each model at the end")
     p.add_argument("--stop-after-epochs", type=int, default=None, help="end this call after N epochs (resume later)")
@@ -562,19 +580,19 @@ def _parse_override(item: str) -> tuple[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = _parser().parse_args(argv)
+    args = vars(_parser().parse_args(argv))
     names = {f.name for f in fields(TrainConfig)}
-    kwargs = {k: v for k, v in vars(args).items() if k in names}
-    kwargs.update(
-        joins=tuple(args.joins), pes=tuple(args.pes), seeds=tuple(args.seeds), out_dir=args.out,
-        model_overrides=dict(_parse_override(o) for o in args.override), progress=not args.no_progress,
-        mix_off_epoch=None if args.mix_off_epoch == -1 else args.mix_off_epoch,
-    )
-    if args.no_augment:
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k in names}
+    kwargs.update(out_dir=args["out"], progress=not args.get("no_progress", False))
+    if args["override"]:
+        kwargs["model_overrides"] = dict(_parse_override(o) for o in args["override"])
+    if args.get("mix_off_epoch") == -1:
+        kwargs["mix_off_epoch"] = None
+    if args.get("no_augment"):
         kwargs["augment"] = AugmentConfig.off()
     try:
-        cfg = TrainConfig(**kwargs)
-        results = train(cfg, stop_after_epochs=args.stop_after_epochs)
+        cfg = TrainConfig.deit(**kwargs) if args["recipe"] == "deit" else TrainConfig(**kwargs)
+        results = train(cfg, stop_after_epochs=args["stop_after_epochs"])
     except (ValueError, NonFiniteLossError, DataError) as err:  # CheckpointMismatchError is a ValueError
         raise SystemExit(f"error: {err}") from None
     except torch.cuda.OutOfMemoryError:
@@ -584,8 +602,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ) from None
     for name, arm in results["arms"].items():
         print(f"{name}: {arm['final']}")
-    if args.out:
-        print(f"results: {Path(args.out) / 'results.json'}")
+    if args["out"]:
+        print(f"results: {Path(args['out']) / 'results.json'}")
     return results
 
 

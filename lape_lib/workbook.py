@@ -30,12 +30,12 @@ NOTEBOOKS = (
 # recipe's heavy augmentation, which only pays off over hundreds of epochs.
 CPU_PRESETS: dict[str, dict[str, Any]] = {
     "00_setup.ipynb": {},
-    "01_affine_argument.ipynb": {},
+    "01_affine_argument.ipynb": {"use_notebook_02": False},
     "02_train_vitlite_cifar.ipynb": {
         "model_overrides": {"depth": 2}, "n_train": 2000, "n_test": 1000, "epochs": 6, "warmup_epochs": 1,
         "cooldown_epochs": 0, "batch_size": 64, "lr": 1e-3, "augment": False,
     },
-    "03_per_layer_pe.ipynb": {},
+    "03_per_layer_pe.ipynb": {"use_notebook_02": False},  # 02's CPU run is too short for its PEs to move
     "04_pe_types_and_joins.ipynb": {
         "dataset": "toy", "model_overrides": {"depth": 2, "dim": 64, "num_heads": 2}, "n_train": 1000,
         "n_test": 400, "epochs": 6, "warmup_epochs": 1, "cooldown_epochs": 0, "batch_size": 50, "lr": 2e-3,

@@ -30,11 +30,16 @@ def find_weights(names: list[str], folders: list[str | Path | None]) -> Path | N
 
 def trained_models(
     folders: list[str | Path | None], *, joins: tuple[str, ...] = ("add", "lape"), pe: str = "learnable", seed: int = 0,
-    fallback: dict[str, Any] | None = None,
+    fallback: dict[str, Any] | None = None, cache: str | Path | None = None,
 ) -> tuple[dict[str, VisionTransformer], str]:
-    """Models keyed by join, and a sentence saying where they came from."""
+    """Models keyed by join, and a sentence saying where they came from.
+
+    A pair trained here is saved under ``cache`` (if given), so the next notebook loads it.
+    """
     names = [arm_name(seed, pe, j) for j in joins]
-    folder = find_weights(names, [*folders, REPO_CHECKPOINTS])
+    if cache is not None and smoke_mode():
+        cache = Path(cache) / "smoke"  # never mistake tiny smoke-mode models for real ones
+    folder = find_weights(names, [*folders, cache, REPO_CHECKPOINTS])
     if folder is not None:
         return {j: load_model(folder / f"{n}.safetensors") for j, n in zip(joins, names)}, f"loaded from {folder}"
     settings: dict[str, Any] = dict(
@@ -45,8 +50,10 @@ def trained_models(
     if smoke_mode():
         settings.update(model_overrides={"depth": 2, "dim": 32, "num_heads": 2}, n_train=200, n_test=100, epochs=1, warmup_epochs=0)
     settings.update(fallback or {})
-    cfg = TrainConfig(joins=joins, pes=(pe,), seeds=(seed,), **settings)
+    cfg = TrainConfig(joins=joins, pes=(pe,), seeds=(seed,), out_dir=str(cache) if cache else None,
+                      save_weights=cache is not None, **settings)
     results = train(cfg)
     accs = ", ".join(f"{j}: {results['arms'][n]['final'].get('test_acc', float('nan')):.1f}%" for j, n in zip(joins, names))
     models = {j: results["models"][n].eval() for j, n in zip(joins, names)}
-    return models, f"trained just now on {cfg.dataset} for {cfg.epochs} epochs ({accs}); no saved weights were found"
+    saved = f"; saved to {cache}" if cache else ""
+    return models, f"trained just now on {cfg.dataset} for {cfg.epochs} epochs ({accs}); no saved weights were found{saved}"

@@ -163,3 +163,19 @@ def test_offline_cifar10_copy(tmp_path: Path) -> None:
     assert full is data
     assert 0.3 < data.train_x.float().div(255).mean() < 0.7
     assert os.path.basename(str(SHARED)) in data.source
+
+
+def test_download_uses_the_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision import datasets
+
+    urls = []
+
+    def fake_download(self) -> None:  # record where torchvision would fetch from; no network here
+        urls.append(self.url)
+        raise RuntimeError("offline")
+
+    monkeypatch.setattr(datasets.CIFAR10, "download", fake_download)
+    monkeypatch.setenv("LAPE_CIFAR_MIRROR", "https://mirror.example/cifar/")
+    with pytest.raises(DataError):
+        load_cifar("cifar10", tmp_path, download=True)
+    assert urls == ["https://mirror.example/cifar/cifar-10-python.tar.gz"]

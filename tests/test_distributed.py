@@ -70,3 +70,16 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2 and results["done"]
     assert len(results["arms"]["learnable-lape-s0"]["history"]) == 3
+
+
+def test_deit_recipe_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lape_lib.train as T
+
+    seen: list = []
+    monkeypatch.setattr(T, "train", lambda cfg, **kw: seen.append(cfg) or {"arms": {}})
+    T.main(["--recipe", "deit", "--data-root", "/tmp/x", "--batch-size", "256", "--joins", "lape"])
+    cfg = seen[-1]
+    assert cfg.model == "timm/deit_tiny_patch16_224" and cfg.img_size == 224 and cfg.joins == ("lape",)
+    assert cfg.lr == pytest.approx(5e-4 * 256 / 512) and cfg.weight_decay == 0.05 and cfg.augment.crop_scale == (0.08, 1.0)
+    T.main(["--dataset", "toy", "--no-augment", "--epochs", "20"])
+    assert seen[-1].lr == 5.5e-4 and seen[-1].epochs == 20  # the CIFAR recipe stays the default
