@@ -107,6 +107,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the reference (default: all cores)")
     p.add_argument("--compile", action="store_true", help="torch.compile this trainer's model")
+    p.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
     p.add_argument("--n-models", type=int, default=1, help="models trained on the same batches in (b)")
     p.add_argument("--out", default="results/benchmarks.json")
     args = p.parse_args()
@@ -114,13 +115,14 @@ def main() -> None:
     workers = args.workers if args.workers is not None else (torch.multiprocessing.cpu_count() if device.type == "cuda" else 2)
     ref = reference_loop(args.steps, args.batch_size, workers, device)
     ours = measure_throughput("vit_lite_7_4", batch_size=args.batch_size, steps=args.steps, warmup=3, device=str(device),
-                              compile_model=args.compile, n_models=args.n_models)
+                              compile_model=args.compile, compile_mode=args.compile_mode, n_models=args.n_models)
     env = environment()
     name = env["gpu"] or f"cpu ({env['cpu_threads']} threads)"
     row = {
         "device": name, "environment": env, "steps": args.steps, "batch_size": args.batch_size,
         "reference_images_per_s": ref, "reference_workers": workers,
         "trainer_images_per_s": ours["images_per_s"], "trainer_precision": ours["precision"], "trainer_compile": args.compile,
+        "trainer_compile_mode": args.compile_mode,
         "trainer_models": args.n_models, "speedup": ours["images_per_s"] / ref,
         "peak_gpu_memory_gb": ours["peak_gpu_memory_gb"],
         "projected_310_epochs_min": {"reference": EPOCH_IMAGES / ref / 60, "trainer": EPOCH_IMAGES * args.n_models / ours["images_per_s"] / 60},

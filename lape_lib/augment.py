@@ -263,15 +263,21 @@ class BatchAugment:
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
 
+    def _stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mean.device != device:  # move once, not every batch
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self.mean, self.std
+
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        x = x_uint8.float().div_(255)
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        mean, std = self._stats(x_uint8.device)
+        return (x_uint8.float().div_(255) - mean) / std
 
     def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, g: torch.Generator, mix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
+        mean, std = self._stats(x_uint8.device)
         x = x_uint8.float().div_(255)
-        x = augment_images(x, cfg, g, self.mean.view(-1))
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        x = augment_images(x, cfg, g, mean.view(-1))
+        x = (x - mean) / std
         if cfg.erasing > 0:
             x = random_erasing(x, cfg.erasing, g)
         targets = soft_targets(y, self.num_classes, cfg.label_smoothing)

@@ -4,7 +4,7 @@ One model class, ``VisionTransformer``, covers the three families; they differ o
 tokenizer (patch conv vs. small conv stack) and the pooling (class token vs. sequence pooling).
 ``create_model(name, ...)`` builds one by its registered name.
 
-The PE joins (equations in ``docs/method.md`` and the shared notes):
+The PE joins (notebook 01 derives them; X_l is the residual stream entering layer l):
 
 =================  ==========================================================================
 ``add``            X_1 = X_0 + P once, before layer 1 (ViT, DeiT, ViT-Lite).

@@ -5,7 +5,7 @@
 
 The returned module wraps the timm model (its weights untouched, under ``vit.``), gives every
 block a PE LayerNorm (``vit.blocks.<i>.pe_norm``, γ=1, β=0, the block's own eps), and runs the
-chained form of the shared notes: no PE at the input, P_l = LNpe_l(P_{l-1}) added to each
+chained form of the official LaPE code: no PE at the input, P_l = LNpe_l(P_{l-1}) added to each
 block's attention input. ``lape=False`` runs the same loop with timm's own input PE instead,
 which reproduces the timm model's output exactly (the tests check this against timm).
 """

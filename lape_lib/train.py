@@ -37,7 +37,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
 TIMM_PREFIX = "timm/"
 # Fields that do not change what is computed: a checkpoint may be resumed under other values.
-_RUNTIME_FIELDS = ("out_dir", "device", "compile", "eval_every", "progress", "save_weights", "data_root")
+_RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "eval_every", "progress", "save_weights", "data_root")
 
 
 @dataclass
@@ -67,6 +67,7 @@ class TrainConfig:
     mix_off_epoch: int | None = 175  # CIFAR-10 turns mixup/cutmix off after this epoch
     precision: str = "auto"
     compile: bool = False
+    compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs) on a GPU
     device: str = "auto"
     eval_every: int = 1
     out_dir: str | None = None
@@ -269,8 +270,9 @@ def _distributed(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def _make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, dtype: torch.dtype, compile_model: bool):
-    forward = torch.compile(model) if compile_model else model
+def _make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, dtype: torch.dtype,
+               compile_model: bool, compile_mode: str | None = None):
+    forward = torch.compile(model, mode=compile_mode) if compile_model else model
     device_type = next(model.parameters()).device.type
 
     def step(x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -306,7 +308,7 @@ def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: 
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         trained = _distributed(model, device)
-        step = _make_step(trained, optimizer, scaler, dtype, cfg.compile)
+        step = _make_step(trained, optimizer, scaler, dtype, cfg.compile, cfg.compile_mode)
         arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, optimizer, scaler, step))
     return arms
 
@@ -462,8 +464,8 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
 
 def measure_throughput(
     model: str = "vit_lite_7_4", *, batch_size: int = 128, steps: int = 20, warmup: int = 3, device: str = "auto",
-    precision: str = "auto", compile_model: bool = False, augment: AugmentConfig | None = None, n_models: int = 1,
-    model_overrides: dict[str, Any] | None = None,
+    precision: str = "auto", compile_model: bool = False, compile_mode: str | None = None,
+    augment: AugmentConfig | None = None, n_models: int = 1, model_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Training images/s of this trainer's step (augmentation included) on synthetic uint8 data.
 
@@ -472,7 +474,8 @@ def measure_throughput(
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     cfg = TrainConfig(model=model, joins=("lape",), seeds=tuple(range(n_models)), model_overrides=model_overrides or {},
-                      augment=augment or AugmentConfig(), compile=compile_model, device=str(dev), progress=False)
+                      augment=augment or AugmentConfig(), compile=compile_model, compile_mode=compile_mode, device=str(dev),
+                      progress=False)
     arms = build_arms(cfg, 10, dev, dtype)
     aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, 10)
     g = torch.Generator().manual_seed(0)
@@ -498,7 +501,7 @@ def measure_throughput(
     seconds = time.perf_counter() - t0
     return {
         "model": model, "batch_size": batch_size, "n_models": n_models, "device": str(dev), "precision": str(dtype),
-        "compile": compile_model, "images_per_s": steps * batch_size * n_models / seconds,
+        "compile": compile_model, "compile_mode": compile_mode, "images_per_s": steps * batch_size * n_models / seconds,
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
     }
 
@@ -561,6 +564,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides, e.g. depth=2")
     p.add_argument("--precision", choices=PRECISIONS, help="default auto")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
     p.add_argument("--device", help="default auto")
     p.add_argument("--out", default=None, help="folder for checkpoint.pt and results.json (resumes if present)")
     p.add_argument("--save-weights", action="store_true", help="write fp16 safetensors of each model at the end")
