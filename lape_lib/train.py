@@ -372,17 +372,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     start_epoch, wall = 0, 0.0
     ckpt_path = out / "checkpoint.pt" if out else None
     if resume and ckpt_path is not None and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, cfg.fingerprint(), device)
-        for arm in arms:
-            saved = state["arms"][arm.name]
-            arm.model.load_state_dict(saved["model"])
-            arm.optimizer.load_state_dict(saved["optimizer"])
-            arm.scaler.load_state_dict(saved["scaler"])
-            arm.history = json.loads(saved["history"])
-        start_epoch, wall = int(state["epoch"]), float(state["wall_s"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
+        start_epoch, wall = _restore(load_checkpoint(ckpt_path, cfg.fingerprint(), device), arms, device)
     steps = len(data.train_y) // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
     bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead), unit="step")
@@ -431,27 +421,13 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
             arm.history.append(row)
         bar.set_postfix({a.name: f"{a.history[-1].get('test_acc', float('nan')):.1f}%" for a in arms[:4]})
         if out is not None and lead:
-            results = _results(cfg, arms, wall, data, done=epoch + 1 == cfg.total_epochs)
-            state = {
-                "epoch": epoch + 1, "wall_s": wall, "rng_cpu": torch.get_rng_state(),
-                "arms": {
-                    a.name: {
-                        "model": a.model.state_dict(), "optimizer": a.optimizer.state_dict(),
-                        "scaler": a.scaler.state_dict(), "history": json.dumps(a.history),
-                    } for a in arms
-                },
-            }
-            if device.type == "cuda":
-                state["rng_cuda"] = torch.cuda.get_rng_state()
-            save_checkpoint(ckpt_path, state, cfg.fingerprint())
-            _write_json(out / "results.json", results)
+            save_checkpoint(ckpt_path, _snapshot(arms, epoch + 1, wall, device), cfg.fingerprint())
+            _write_json(out / "results.json", _results(cfg, arms, wall, data, world, done=epoch + 1 == cfg.total_epochs))
         if world > 1:
             torch.distributed.barrier()
     bar.close()
-    results = _results(cfg, arms, wall, data, done=end_epoch == cfg.total_epochs)
-    results["world_size"] = world
+    results = _results(cfg, arms, wall, data, world, done=end_epoch == cfg.total_epochs)
     if out is not None and lead:
-        _write_json(out / "results.json", results)
         if cfg.save_weights and results["done"]:
             for arm in arms:
                 if isinstance(arm.model, VisionTransformer):
@@ -460,6 +436,36 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         (out / f"weights-rank{rank}.sha256").write_text(weights_digest([a.model for a in arms]) + "\n")
     results["models"] = {arm.name: arm.model for arm in arms}  # in memory only, not in the JSON
     return results
+
+
+def _snapshot(arms: list[Arm], next_epoch: int, wall: float, device: torch.device) -> dict[str, Any]:
+    """Everything a resumed run needs, as tensors and plain values (safe to load with weights_only)."""
+    state: dict[str, Any] = {
+        "epoch": next_epoch, "wall_s": wall, "rng_cpu": torch.get_rng_state(),
+        "arms": {
+            a.name: {
+                "model": a.model.state_dict(), "optimizer": a.optimizer.state_dict(),
+                "scaler": a.scaler.state_dict(), "history": json.dumps(a.history),
+            } for a in arms
+        },
+    }
+    if device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _restore(state: dict[str, Any], arms: list[Arm], device: torch.device) -> tuple[int, float]:
+    """Load a ``_snapshot`` into the arms; returns (epoch to start from, wall time so far)."""
+    for arm in arms:
+        saved = state["arms"][arm.name]
+        arm.model.load_state_dict(saved["model"])
+        arm.optimizer.load_state_dict(saved["optimizer"])
+        arm.scaler.load_state_dict(saved["scaler"])
+        arm.history = json.loads(saved["history"])
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"])
+    return int(state["epoch"]), float(state["wall_s"])
 
 
 def measure_throughput(
@@ -516,13 +522,14 @@ def weights_digest(models: list[nn.Module]) -> str:
     return h.hexdigest()
 
 
-def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData, done: bool) -> dict[str, Any]:
+def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData, world: int, done: bool) -> dict[str, Any]:
     return {
         "config": cfg.to_dict(),
         "command": " ".join(["python -m lape_lib.train"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("train.py") else None,
         "data_source": data.source,
         "environment": environment(),
         "wall_s": wall,
+        "world_size": world,
         "done": done,
         "arms": {
             a.name: {
