@@ -74,12 +74,15 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
     out.mkdir(parents=True, exist_ok=True)
     done = []
     names = [n for n in NOTEBOOKS if not only or any(n.startswith(o) for o in only)]
+    if not names:
+        raise SystemExit(f"error: no notebook matches {only}; the notebooks are {list(NOTEBOOKS)}")
+    accepted_by = {n: notebook_parameters(NOTEBOOK_DIR / n) for n in names}
+    unknown = set(overrides) - set().union(*accepted_by.values())
+    if unknown:  # fail before the first notebook runs, not after
+        raise SystemExit(f"error: no notebook has parameter(s) {sorted(unknown)}")
     for name in names:
         path = NOTEBOOK_DIR / name
-        accepted = notebook_parameters(path)
-        unknown = set(overrides) - set().union(*(notebook_parameters(NOTEBOOK_DIR / n) for n in names))
-        if unknown:
-            raise SystemExit(f"error: no notebook has parameter(s) {sorted(unknown)}")
+        accepted = accepted_by[name]
         params = {} if gpu else dict(CPU_PRESETS[name])
         params.update({k: v for k, v in overrides.items() if k in accepted})
         params["output_dir"] = str(out)

@@ -92,3 +92,13 @@ def test_wrong_parameter_fails_early(name: str, params: dict, needle: str, tmp_p
                             cwd=str(tmp_path), progress_bar=False)
     assert needle in str(err.value)
     assert err.value.exec_count <= 4, "the bad parameter must stop the notebook in its first cells"
+
+
+def test_workbook_runner_rejects_unknown_parameters_before_running(tmp_path: Path) -> None:
+    from lape_lib.workbook import run
+
+    with pytest.raises(SystemExit, match=r"no notebook has parameter\(s\) \['epoch'\]"):
+        run(tmp_path, {"epoch": 3})
+    with pytest.raises(SystemExit, match="no notebook matches"):
+        run(tmp_path, {}, only=["99"])
+    assert not list(tmp_path.glob("*.ipynb"))
