@@ -12,7 +12,7 @@ from .models import LAPE_JOINS, VisionTransformer
 
 
 @torch.no_grad()
-def per_layer_pe(model: VisionTransformer, include_class_token: bool = False) -> torch.Tensor:
+def per_layer_pe(model: nn.Module, include_class_token: bool = False) -> torch.Tensor:
     """The PE as each layer's attention receives it, shape (L, N, D), as the paper plots it.
 
     * ``add`` / ``add_every_layer``: γ1_l ⊙ norm(P) + β1_l with layer l's ``norm1`` (the paper's
@@ -21,8 +21,15 @@ def per_layer_pe(model: VisionTransformer, include_class_token: bool = False) ->
     * ``lape`` / ``lape_parallel``: P_l from the PE LayerNorms.
 
     The class-token row is dropped unless ``include_class_token`` (the paper drops it), so by
-    default N is the number of patches and each row reshapes to ``model.grid``.
+    default N is the number of patches and each row reshapes to ``model.grid``. timm ViTs, plain
+    or lapeified, work too (prefix tokens dropped the same way).
     """
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    from .timm_lape import LaPEVisionTransformer
+
+    if isinstance(model, (LaPEVisionTransformer, TimmViT)):
+        return _timm_per_layer_pe(model, include_class_token)
     if model.pe_type == "none":
         raise ValueError("per_layer_pe needs a model with a position embedding, but pe='none'")
     if model.join in LAPE_JOINS:
@@ -38,6 +45,23 @@ def per_layer_pe(model: VisionTransformer, include_class_token: bool = False) ->
     if model.cls_token is not None and not include_class_token:
         out = out[:, 1:]
     return out
+
+
+def _timm_per_layer_pe(model: nn.Module, include_class_token: bool) -> torch.Tensor:
+    """per_layer_pe for timm ViTs: lapeified (P_l) or plain (γ1_l ⊙ norm(P) + β1_l)."""
+    from .timm_lape import LaPEVisionTransformer
+
+    if isinstance(model, LaPEVisionTransformer) and model.lape:
+        pes, prefix = [p[0] for p in model.layer_pes()], model.num_prefix_tokens
+    else:
+        vit = model.vit if isinstance(model, LaPEVisionTransformer) else model
+        if vit.pos_embed is None:
+            raise ValueError("per_layer_pe needs a model with a position embedding, but pos_embed is None")
+        raw = vit.pos_embed[0]
+        prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+        pes = [block.norm1(raw) for block in vit.blocks]
+    out = torch.stack([p.float() for p in pes])
+    return out if include_class_token else out[:, prefix:]
 
 
 def pe_similarity(pe: torch.Tensor) -> torch.Tensor:

@@ -92,3 +92,18 @@ def test_unsupported_models_raise() -> None:
         lapeify(timm.create_model("resnet18", pretrained=False))
     with pytest.raises(ValueError, match="dynamic_img_size"):
         lapeify(timm.create_model("vit_small_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=1, dynamic_img_size=True))
+
+
+def test_per_layer_pe_of_timm_models() -> None:
+    from lape_lib import per_layer_pe
+
+    vit = make("deit_tiny_patch16_224")  # 4x4 patches + class token, depth 3
+    plain = per_layer_pe(vit)
+    assert plain.shape == (3, 16, 192)
+    norm = vit.blocks[1].norm1
+    torch.testing.assert_close(plain[1], norm(vit.pos_embed[0])[1:])
+    model = lapeify(vit)
+    lape = per_layer_pe(model, include_class_token=True)
+    assert lape.shape == (3, 17, 192)
+    torch.testing.assert_close(lape[2], model.layer_pes()[2][0])
+    assert per_layer_pe(make("vit_base_patch16_224-noembedcls")).shape == (2, 16, 96)
