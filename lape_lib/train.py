@@ -262,6 +262,12 @@ def evaluate(model: nn.Module, data: ImageData, aug: BatchAugment, dtype: torch.
     return {"test_acc": 100 * float(correct) / n, "test_loss": float(loss) / n}
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a host clock read after it times the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _distributed(model: nn.Module, device: torch.device) -> nn.Module:
     """The model wrapped in DistributedDataParallel when this process is one of several."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -385,8 +391,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         mix = cfg.mix_off_epoch is None or epoch < cfg.mix_off_epoch
         orders = {s: epoch_order(s, epoch, len(data.train_y), device) for s in seeds}
         losses = {arm.name: torch.zeros((), device=device) for arm in arms}
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _synchronize(device)
         t0 = time.perf_counter()
         for step in range(steps):
             for seed in seeds:
@@ -398,8 +403,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
                     if arm.seed == seed:
                         losses[arm.name] += arm.step_fn(x, targets)
             bar.update(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _synchronize(device)
         seconds = time.perf_counter() - t0
         wall += seconds
         if world > 1:  # report the mean loss over all processes
@@ -498,12 +502,10 @@ def measure_throughput(
                 arm.step_fn(x, t)
 
     run(warmup)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    _synchronize(dev)
     t0 = time.perf_counter()
     run(steps)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    _synchronize(dev)
     seconds = time.perf_counter() - t0
     return {
         "model": model, "batch_size": batch_size, "n_models": n_models, "device": str(dev), "precision": str(dtype),
