@@ -125,6 +125,31 @@ def plot_grouped_bars(table: Mapping[str, Mapping[str, float]], ylabel: str = "t
     return fig
 
 
+def plot_paired_differences(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Per-seed ``treatment - baseline`` (dots), their mean with its 95 % interval (bar) and the
+    paper's difference (cross), one column per comparison from :func:`lape_lib.report.compare`."""
+    fig, ax = plt.subplots(figsize=(2.5 + 1.3 * len(rows), 3.4))
+    for i, row in enumerate(rows):
+        d = row["difference"]
+        if d is None:
+            continue
+        seeds = d["per_seed"]
+        ax.plot([i + 0.08 * (k - (len(seeds) - 1) / 2) for k in range(len(seeds))], seeds, "o", color="C0", alpha=0.6,
+                label="one seed" if i == 0 else None)
+        err = None if d["ci"] is None else [[d["mean"] - d["ci"][0]], [d["ci"][1] - d["mean"]]]
+        ax.errorbar([i + 0.3], [d["mean"]], yerr=err, fmt="s", color="C1", capsize=4, label="mean, 95 % CI" if i == 0 else None)
+        if row.get("published"):
+            ax.plot([i + 0.45], [row["published"]["difference"]], "x", color="C3", markersize=8,
+                    label="paper" if i == 0 else None)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(range(len(rows)), [f"{r['model']}\n{r['pe']}, {r['epochs']} ep" for r in rows], fontsize=8)
+    ax.set_ylabel(f"{rows[0]['treatment']} − {rows[0]['baseline']} (top-1 points)" if rows else "difference")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def show_images(images: torch.Tensor, labels: Sequence[str], ncols: int = 8) -> Figure:
     """A grid of uint8 (N, 3, H, W) images with their labels."""
     n = len(images)

@@ -1,0 +1,111 @@
+"""Paired statistics over trainer results: the numbers, the pairing, and refusals."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from lape_lib.report import PUBLISHED, compare, load_results, main, markdown_table, paired_difference, verdict
+from lape_lib.train import train
+from test_train import tiny
+
+T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5 %, 2 degrees of freedom (standard tables)
+
+
+def test_paired_difference_by_hand() -> None:
+    d = paired_difference([91.0, 92.0, 93.0], [90.0, 90.0, 90.0])
+    assert d["mean"] == pytest.approx(2.0) and d["std"] == pytest.approx(1.0)
+    half = T_975_DF2 / math.sqrt(3)
+    assert d["ci"] == pytest.approx([2 - half, 2 + half])
+    assert d["t"] == pytest.approx(2 * math.sqrt(3))
+    # two-sided p for t = 2*sqrt(3) with 2 df: 1 - t / sqrt(t^2 + 2) in closed form
+    assert d["p_value"] == pytest.approx(1 - d["t"] / math.sqrt(d["t"] ** 2 + 2))
+    assert d["per_seed"] == [1.0, 2.0, 3.0]
+
+
+def test_one_pair_has_no_interval_and_lengths_must_match() -> None:
+    d = paired_difference([91.0], [90.0])
+    assert d["mean"] == 1.0 and d["ci"] is None and d["p_value"] is None
+    with pytest.raises(ValueError, match="equal, non-zero lengths"):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Two real (tiny) trainer runs: seeds 0-1 in one, seed 2 in the other."""
+    root = tmp_path_factory.mktemp("report")
+    for name, seeds in (("a", (0, 1)), ("b", (2,))):
+        train(tiny(seeds=seeds, epochs=2, warmup_epochs=1, cooldown_epochs=0, out_dir=str(root / name)))
+    return load_results([root / "a", root / "b" / "results.json"])
+
+
+def test_compare_pairs_seeds_across_runs(runs: list[dict]) -> None:
+    (row,) = compare(runs)
+    assert row["seeds"] == [0, 1, 2] and row["unpaired"] == []
+    arms = {**runs[0]["arms"], **runs[1]["arms"]}
+    for item in row["per_seed"]:
+        s = item["seed"]
+        assert item["add"] == arms[f"learnable-add-s{s}"]["final"]["test_acc"]
+        assert item["lape"] == arms[f"learnable-lape-s{s}"]["final"]["test_acc"]
+        assert item["difference"] == pytest.approx(item["lape"] - item["add"])
+    assert row["difference"]["mean"] == pytest.approx(sum(i["difference"] for i in row["per_seed"]) / 3)
+    assert row["add"]["mean"] == pytest.approx(sum(i["add"] for i in row["per_seed"]) / 3)
+    assert row["published"] is None  # the toy set has no published figure
+    assert len(row["sources"]) == 2 and row["wall_s"] > 0
+
+
+def test_compare_refuses_unfinished_and_duplicate_runs(runs: list[dict]) -> None:
+    unfinished = copy.deepcopy(runs[0])
+    unfinished["done"] = False
+    with pytest.raises(ValueError, match="unfinished"):
+        compare([unfinished])
+    assert compare([unfinished], allow_unfinished=True)[0]["seeds"] == [0, 1]
+    with pytest.raises(ValueError, match="seed 0 .* appears in two runs"):
+        compare([runs[0], runs[0]])
+
+
+def test_other_settings_make_their_own_row(runs: list[dict]) -> None:
+    shorter = copy.deepcopy(runs[1])
+    shorter["config"]["epochs"] = 1
+    overridden = copy.deepcopy(runs[1])
+    overridden["config"]["lr"] = 0.5
+    rows = compare([runs[0], shorter, overridden])
+    assert sorted(len(r["seeds"]) for r in rows) == [1, 1, 2]
+    tiny_arch = copy.deepcopy(runs[0])
+    tiny_arch["config"]["dataset"] = "cifar10"  # a published model name, but not its architecture
+    assert compare([tiny_arch])[0]["published"] is None
+
+
+def test_unpaired_seed_is_listed_not_counted(runs: list[dict]) -> None:
+    run = copy.deepcopy(runs[0])
+    del run["arms"]["learnable-lape-s1"]
+    (row,) = compare([run])
+    assert row["seeds"] == [0] and row["unpaired"] == [1] and row["difference"]["ci"] is None
+
+
+def test_published_figures_and_verdict(runs: list[dict]) -> None:
+    run = copy.deepcopy(runs[0])
+    run["config"].update(dataset="cifar10", model="vit_lite_7_4", model_overrides={"drop_path_rate": 0.1})
+    for arm in run["arms"].values():  # make LaPE 1 point better on seed 0 and 2 on seed 1
+        arm["final"]["test_acc"] = 90.0 + (arm["seed"] + 1 if arm["join"] == "lape" else 0)
+    (row,) = compare([run])
+    assert row["published"]["add"] == PUBLISHED[("cifar10", "vit_lite_7_4")][0]
+    assert row["published"]["difference"] == pytest.approx(94.290 - 93.448, abs=1e-3)
+    text = verdict(row)
+    assert "+1.50" in text and "paired seeds" in text and "paper's +0.84" in text
+    table = markdown_table([row])
+    assert "| cifar10 | vit_lite_7_4 (drop_path_rate=0.1) | learnable |" in table and "93.45 → 94.29 (+0.84)" in table
+
+
+def test_cli_writes_json_and_figures(runs: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = main([r["path"] for r in runs] + ["--out", str(tmp_path / "s.json"), "--figures", str(tmp_path / "fig" / "toy")])
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["rows"][0]["seeds"] == rows[0]["seeds"] and len(saved["verdicts"]) == 1
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["toy-curves0.png", "toy-curves1.png", "toy-differences.png"]
+    assert "| toy | vit_lite_7_4 (depth=1, dim=32, num_heads=2) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no trainer results"):
+        main([str(tmp_path / "missing")])
