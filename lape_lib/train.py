@@ -330,14 +330,17 @@ def environment() -> dict[str, Any]:
     }
 
 
-def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | None = None,
+          time_limit_s: float | None = None) -> dict[str, Any]:
     """Train every arm of ``cfg``; returns the results dict (also written to ``out_dir``).
 
-    ``stop_after_epochs`` ends this call early (a time-boxed job); run it again to resume.
+    ``stop_after_epochs`` ends this call after that many epochs; ``time_limit_s`` ends it after
+    the last epoch that fits in that many seconds (judged from the epochs so far, so a Colab
+    session or a 10-minute job ends on a checkpoint). Run it again to resume.
     """
     rank, world, owned = init_distributed(cfg.device)
     try:
-        return _train(cfg, resume, stop_after_epochs, rank, world)
+        return _train(cfg, resume, stop_after_epochs, rank, world, time_limit_s)
     finally:
         if owned:
             torch.distributed.destroy_process_group()
@@ -361,7 +364,22 @@ def init_distributed(device_name: str) -> tuple[int, int, bool]:
     return dist.get_rank(), world, True
 
 
-def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: int, world: int) -> dict[str, Any]:
+def _out_of_time(started: float, loop_started: float, epochs_done: int, limit_s: float | None, device: torch.device,
+                 world: int) -> bool:
+    """Whether another epoch, as long as the mean one so far, would end more than ``limit_s``
+    after ``started`` (the call's start: loading data and compiling count too)."""
+    if limit_s is None:
+        return False
+    now = time.perf_counter()
+    stop = torch.tensor(float(now - started + (now - loop_started) / epochs_done > limit_s), device=device)
+    if world > 1:  # every process stops after the same epoch
+        torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+    return bool(stop)
+
+
+def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: int, world: int,
+           time_limit_s: float | None = None) -> dict[str, Any]:
+    started = time.perf_counter()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -383,6 +401,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
     bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead), unit="step")
     seeds = sorted({arm.seed for arm in arms})
+    loop_started = time.perf_counter()
     for epoch in range(start_epoch, end_epoch):
         lr = lr_at(epoch, cfg)
         for arm in arms:
@@ -429,6 +448,9 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
             _write_json(out / "results.json", _results(cfg, arms, wall, data, world, done=epoch + 1 == cfg.total_epochs))
         if world > 1:
             torch.distributed.barrier()
+        if _out_of_time(started, loop_started, epoch + 1 - start_epoch, time_limit_s, device, world):
+            end_epoch = epoch + 1
+            break
     bar.close()
     results = _results(cfg, arms, wall, data, world, done=end_epoch == cfg.total_epochs)
     if out is not None and lead:
@@ -578,6 +600,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for checkpoint.pt and results.json (resumes if present)")
     p.add_argument("--save-weights", action="store_true", help="write fp16 safetensors of each model at the end")
     p.add_argument("--stop-after-epochs", type=int, default=None, help="end this call after N epochs (resume later)")
+    p.add_argument("--time-limit-minutes", type=float, default=None,
+                   help="end this call after the last epoch that fits in this time (resume later)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -605,7 +629,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kwargs["augment"] = AugmentConfig.off()
     try:
         cfg = TrainConfig.deit(**kwargs) if args["recipe"] == "deit" else TrainConfig(**kwargs)
-        results = train(cfg, stop_after_epochs=args["stop_after_epochs"])
+        limit = args["time_limit_minutes"]
+        results = train(cfg, stop_after_epochs=args["stop_after_epochs"], time_limit_s=None if limit is None else 60 * limit)
     except (ValueError, NonFiniteLossError, DataError) as err:  # CheckpointMismatchError is a ValueError
         raise SystemExit(f"error: {err}") from None
     except torch.cuda.OutOfMemoryError:

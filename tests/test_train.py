@@ -57,6 +57,18 @@ def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
     assert [h["train_loss"] for h in a["arms"]["learnable-lape-s0"]["history"]] == [h["train_loss"] for h in b["arms"]["learnable-lape-s0"]["history"]]
 
 
+def test_time_limit_ends_on_a_checkpoint_and_resumes(tmp_path: Path) -> None:
+    out = str(tmp_path / "run")
+    first = main(["--dataset", "toy", "--no-augment", "--n-train", "64", "--n-test", "32", "--epochs", "3",
+                  "--warmup-epochs", "1", "--cooldown-epochs", "0", "--batch-size", "16", "--override", "depth=1",
+                  "dim=32", "num_heads=2", "--device", "cpu", "--no-progress", "--joins", "add",
+                  "--time-limit-minutes", "0.00001", "--out", out])
+    assert not first["done"] and len(first["arms"]["learnable-add-s0"]["history"]) == 1  # always one epoch
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["done"] is False
+    rest = train(TrainConfig(**json.loads((tmp_path / "run" / "results.json").read_text())["config"]), time_limit_s=3600)
+    assert rest["done"] and [h["epoch"] for h in rest["arms"]["learnable-add-s0"]["history"]] == [0, 1, 2]
+
+
 def test_joins_of_one_seed_see_identical_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, list[torch.Tensor]] = {}
     import lape_lib.train as T
