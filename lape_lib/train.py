@@ -18,7 +18,8 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,14 @@ from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .data import DATASETS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
 from .models import JOINS, VisionTransformer, create_model, describe, list_models, valid_combination
 from .pos_embed import PE_TYPES
+from .stream import StreamingImageFolder, open_imagefolder
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
 TIMM_PREFIX = "timm/"
 # Fields that do not change what is computed: a checkpoint may be resumed under other values.
-_RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "eval_every", "progress", "save_weights", "data_root")
+_RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "eval_every", "progress", "save_weights", "data_root",
+                   "workers")
 
 
 @dataclass
@@ -51,6 +54,8 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     dataset: str = "cifar10"  # cifar10 | cifar100 | toy | imagefolder (needs data_root)
     data_root: str | None = None
+    stream: bool = False  # imagefolder only: read images from disk in DataLoader workers (ImageNet-scale)
+    workers: int = 8  # DataLoader workers when streaming
     img_size: int = 32
     download: bool = False
     n_train: int | None = None
@@ -102,6 +107,10 @@ class TrainConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASET_CHOICES}")
         if self.dataset == "imagefolder" and not self.data_root:
             raise ValueError("dataset='imagefolder' needs data_root: a folder with train/<class>/ and val/<class>/")
+        if self.stream and self.dataset != "imagefolder":
+            raise ValueError(f"stream=True reads an ImageFolder tree from disk; dataset {self.dataset!r} is held in memory")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         a = self.augment
         if self.dataset == "toy" and (a.flip or a.crop_scale is not None or a.randaug_ops > 0):
             raise ValueError(
@@ -129,11 +138,12 @@ class TrainConfig:
 
         AdamW lr 5e-4 x batch/512, wd 0.05, 300 epochs (5 warmup from 1e-6, cooldown 10),
         RandAugment m9, mixup 0.8 / cutmix 1.0 throughout, random erasing 0.25, crops from
-        8-100 % of the image. Not included: repeated augmentation and EMA.
+        8-100 % of the image (taken in the loader's workers: the images are streamed from disk).
+        Not included: repeated augmentation and EMA.
         """
         batch = overrides.get("batch_size", 1024)
         base: dict[str, Any] = dict(
-            model="timm/deit_tiny_patch16_224", joins=("add", "lape"), dataset="imagefolder", img_size=224,
+            model="timm/deit_tiny_patch16_224", joins=("add", "lape"), dataset="imagefolder", stream=True, img_size=224,
             batch_size=batch, lr=5e-4 * batch / 512, warmup_lr=1e-6, min_lr=1e-5, weight_decay=0.05, epochs=300,
             warmup_epochs=5, cooldown_epochs=10, mix_off_epoch=None, model_overrides={"drop_path_rate": 0.1},
             augment=AugmentConfig(crop_scale=(0.08, 1.0)),
@@ -235,7 +245,10 @@ class Arm:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def load_data(cfg: TrainConfig) -> ImageData:
+def load_data(cfg: TrainConfig) -> ImageData | StreamingImageFolder:
+    if cfg.stream:
+        return open_imagefolder(cfg.data_root, cfg.img_size, crop_scale=cfg.augment.crop_scale,  # type: ignore[arg-type]
+                                n_train=cfg.n_train, n_test=cfg.n_test, workers=cfg.workers)
     if cfg.dataset == "toy":
         return make_position_toy(cfg.n_train or 2000, cfg.n_test or 500, img_size=cfg.img_size, seed=0)
     if cfg.dataset == "imagefolder":
@@ -243,23 +256,55 @@ def load_data(cfg: TrainConfig) -> ImageData:
     return load_cifar(cfg.dataset, cfg.data_root, download=cfg.download, n_train=cfg.n_train, n_test=cfg.n_test, seed=0)
 
 
+def train_batches(data: ImageData | StreamingImageFolder, seeds: list[int], epoch: int, batch_size: int, rank: int,
+                  world: int, device: torch.device) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Per step, for each seed, this process's share of the global batch: uint8 images and labels on ``device``.
+
+    The global batch is the same for any number of processes; each takes every world-th sample.
+    """
+    orders = {s: epoch_order(s, epoch, data.n_train, device) for s in seeds}
+    if isinstance(data, StreamingImageFolder):
+        streams = [data.train_batches(s, epoch, orders[s], batch_size, rank, world) for s in seeds]
+        for items in zip(*streams):
+            yield {s: (x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for s, (x, y) in zip(seeds, items)}
+        return
+    for step in range(data.n_train // batch_size):
+        batch = {}
+        for s in seeds:
+            idx = orders[s][step * batch_size:(step + 1) * batch_size][rank::world]
+            batch[s] = (data.train_x[idx], data.train_y[idx])
+        yield batch
+
+
+def eval_batches(data: ImageData | StreamingImageFolder, rank: int, world: int, device: torch.device,
+                 batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This process's share (every world-th image) of the test split, as uint8 images and labels."""
+    if isinstance(data, StreamingImageFolder):
+        for x, y in data.eval_batches(batch_size, rank, world):
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return
+    x_all, y_all = data.test_x[rank::world], data.test_y[rank::world]
+    for i in range(0, len(y_all), batch_size):
+        yield x_all[i:i + batch_size], y_all[i:i + batch_size]
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageData, aug: BatchAugment, dtype: torch.dtype, batch_size: int = 500) -> dict[str, float]:
-    """Top-1 accuracy (%) and mean cross-entropy on the test split."""
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], aug: BatchAugment,
+             dtype: torch.dtype, device: torch.device, world: int = 1) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy over ``batches``, summed over all processes."""
     model.eval()
-    device = data.test_x.device
-    correct = torch.zeros((), device=device)
-    loss = torch.zeros((), device=device)
-    for i in range(0, len(data.test_y), batch_size):
-        x = aug.normalize(data.test_x[i:i + batch_size])
-        y = data.test_y[i:i + batch_size]
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # correct, loss, count
+    for x, y in batches:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits = model(x)
-        correct += (logits.argmax(-1) == y).sum()
-        loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+            logits = model(aug.normalize(x))
+        sums[0] += (logits.argmax(-1) == y).sum()
+        sums[1] += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        sums[2] += len(y)
     model.train()
-    n = len(data.test_y)
-    return {"test_acc": 100 * float(correct) / n, "test_loss": float(loss) / n}
+    if world > 1:
+        torch.distributed.all_reduce(sums)
+    correct, loss, n = sums.tolist()
+    return {"test_acc": 100 * correct / n, "test_loss": loss / n}
 
 
 def _synchronize(device: torch.device) -> None:
@@ -385,19 +430,21 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         device = torch.device("cuda", torch.cuda.current_device())
     dtype = resolve_precision(cfg.precision, device)
     data = load_data(cfg).to(device)
-    if len(data.train_y) < cfg.batch_size:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(data.train_y)})")
+    if data.n_train < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({data.n_train})")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the {world} processes")
     lead = rank == 0  # only the first process writes files and shows progress
-    aug = BatchAugment(cfg.augment, data.mean, data.std, data.num_classes)
+    # Streamed images arrive already cropped by the loader's workers; the rest happens here on the device.
+    aug = BatchAugment(replace(cfg.augment, crop_scale=None) if cfg.stream else cfg.augment, data.mean, data.std,
+                       data.num_classes)
     arms = build_arms(cfg, data.num_classes, device, dtype)
     out = Path(cfg.out_dir) if cfg.out_dir else None
     start_epoch, wall = 0, 0.0
     ckpt_path = out / "checkpoint.pt" if out else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         start_epoch, wall = _restore(load_checkpoint(ckpt_path, cfg.fingerprint(), device), arms, device)
-    steps = len(data.train_y) // cfg.batch_size  # drop_last, as the recipe's loader does
+    steps = data.n_train // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
     bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead), unit="step")
     seeds = sorted({arm.seed for arm in arms})
@@ -408,16 +455,13 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
             for group in arm.optimizer.param_groups:
                 group["lr"] = lr
         mix = cfg.mix_off_epoch is None or epoch < cfg.mix_off_epoch
-        orders = {s: epoch_order(s, epoch, len(data.train_y), device) for s in seeds}
         losses = {arm.name: torch.zeros((), device=device) for arm in arms}
         _synchronize(device)
         t0 = time.perf_counter()
-        for step in range(steps):
-            for seed in seeds:
-                # The global batch is the same for any number of processes; each takes every world-th sample.
-                idx = orders[seed][step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
+        for step, batch in enumerate(train_batches(data, seeds, epoch, cfg.batch_size, rank, world, device)):
+            for seed, (images, labels) in batch.items():
                 g = batch_generator(seed, epoch, step, device, rank if world > 1 else None)
-                x, targets = aug(data.train_x[idx], data.train_y[idx], g, mix=mix)
+                x, targets = aug(images, labels, g, mix=mix)
                 for arm in arms:
                     if arm.seed == seed:
                         losses[arm.name] += arm.step_fn(x, targets)
@@ -440,7 +484,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
                 )
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "images_per_s": steps * cfg.batch_size * len(arms) / seconds}
             if evaluate_now:
-                row.update(evaluate(arm.model, data, aug, dtype))
+                row.update(evaluate(arm.model, eval_batches(data, rank, world, device), aug, dtype, device, world))
             arm.history.append(row)
         bar.set_postfix({a.name: f"{a.history[-1].get('test_acc', float('nan')):.1f}%" for a in arms[:4]})
         if out is not None and lead:
@@ -586,6 +630,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASET_CHOICES, help=f"default {d.dataset}")
     p.add_argument("--data-root", help="folder or archive; default: $LAPE_DATA, ./data, ../shared/data")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR if no copy is found")
+    p.add_argument("--stream", action="store_true",
+                   help="imagefolder: decode and crop images in DataLoader workers instead of holding them in memory")
+    p.add_argument("--workers", type=int, help=f"DataLoader workers with --stream (default {d.workers})")
     for name, kind in [("img_size", int), ("n_train", int), ("n_test", int), ("epochs", int), ("cooldown_epochs", int),
                        ("warmup_epochs", int), ("batch_size", int), ("eval_every", int), ("lr", float),
                        ("warmup_lr", float), ("min_lr", float), ("weight_decay", float)]:

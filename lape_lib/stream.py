@@ -1,0 +1,151 @@
+"""ImageNet-scale ImageFolder trees read from disk in DataLoader workers.
+
+ImageNet-1K at 224 px does not fit in memory as uint8 tensors, so for it the workers decode
+each JPEG and take DeiT's random resized crop (train) or resize + centre crop (eval), and the
+device does the rest of the recipe on the batch (flip, RandAugment, erasing, mixup/cutmix),
+as for CIFAR. Batches follow the same (seed, epoch) order as the in-memory path, and each
+sample's crop comes from a generator seeded by (seed, epoch, index), so a run gives the same
+batches for any number of workers and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data import IMAGENET_MEAN_STD, DataError, balanced_indices
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
+EVAL_CROP_FRACTION = 0.875  # DeiT: resize to img_size / 0.875, then a centre crop of img_size
+
+
+def _seed(*parts: int) -> int:
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class FolderSplit(Dataset):
+    """One split (``train``, ``val`` or ``test``) of a ``<split>/<class>/<image>`` tree.
+
+    Items are uint8 (3, img_size, img_size) tensors and int labels. ``train=True`` takes a
+    random resized crop with scale ``crop_scale`` (aspect 3/4 to 4/3, as torchvision's), drawn
+    from (seed, epoch, index) when the key is such a triple; otherwise the DeiT eval transform.
+    """
+
+    def __init__(self, folder: Path, classes: tuple[str, ...], img_size: int, train: bool,
+                 crop_scale: tuple[float, float] | None = (0.08, 1.0), seed: int = 0) -> None:
+        self.samples = sorted(
+            (str(p), classes.index(p.parent.name)) for p in folder.glob("*/*")
+            if p.suffix in IMAGE_SUFFIXES and p.parent.name in classes
+        )
+        if not self.samples:
+            raise DataError(f"{folder} holds no images under <class>/ (looked for {', '.join(IMAGE_SUFFIXES[:5])})")
+        self.img_size, self.train, self.crop_scale = img_size, train, crop_scale
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([y for _, y in self.samples], dtype=torch.int64)
+
+    def restrict(self, indices: torch.Tensor) -> None:
+        self.samples = [self.samples[int(i)] for i in indices]
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+        from PIL import Image, UnidentifiedImageError
+        from torchvision.transforms import v2
+
+        i, seed, epoch = key if isinstance(key, tuple) else (key, 0, 0)
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"cannot decode image {path}: {err}; remove or replace the file") from err
+        if self.train and self.crop_scale is not None:
+            # fork_rng: the crop draws from a per-sample seed without touching the trainer's RNG.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_seed(seed, epoch, i))
+                img = v2.RandomResizedCrop(self.img_size, scale=self.crop_scale, antialias=True)(img)
+        elif self.train:
+            img = v2.Resize((self.img_size, self.img_size), antialias=True)(img)
+        else:
+            img = v2.CenterCrop(self.img_size)(v2.Resize(int(self.img_size / EVAL_CROP_FRACTION), antialias=True)(img))
+        return v2.functional.pil_to_tensor(img), label
+
+
+@dataclass
+class StreamingImageFolder:
+    """A ``train/`` + ``val/`` (or ``test/``) tree read lazily; the trainer's stand-in for ``ImageData``."""
+
+    train: FolderSplit
+    test: FolderSplit
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+    workers: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test)
+
+    def train_batches(self, seed: int, epoch: int, order: torch.Tensor, batch_size: int, rank: int, world: int
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's share of each global batch of ``order`` (drop_last), as uint8 images and labels."""
+        order = order.cpu()
+        steps = len(order) // batch_size
+        batches = [[(i, seed, epoch) for i in order[s * batch_size:(s + 1) * batch_size][rank::world].tolist()]
+                   for s in range(steps)]
+        return iter(self._loader(self.train, batches))
+
+    def eval_batches(self, batch_size: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's share (every world-th image) of the test split, in fixed order."""
+        mine = list(range(rank, len(self.test), world))
+        return iter(self._loader(self.test, [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]))
+
+    def _loader(self, split: FolderSplit, batches: list[list[Any]]) -> DataLoader:
+        # Its own generator: the loader's base seed (unused, every crop is seeded per sample) is then
+        # not drawn from the trainer's global RNG.
+        return DataLoader(split, batch_sampler=batches, num_workers=self.workers, pin_memory=torch.cuda.is_available(),
+                          prefetch_factor=4 if self.workers else None, generator=torch.Generator().manual_seed(0))
+
+    def to(self, device: str | torch.device) -> StreamingImageFolder:
+        return self  # images stay on disk; batches move to the device as they are used
+
+
+def open_imagefolder(root: str | os.PathLike, img_size: int, *, crop_scale: tuple[float, float] | None = (0.08, 1.0),
+                     n_train: int | None = None, n_test: int | None = None, workers: int = 8, seed: int = 0
+                     ) -> StreamingImageFolder:
+    """Index a ``train/<class>/*`` + ``val/<class>/*`` (or ``test/``) tree without reading its images.
+
+    ``n_train``/``n_test`` keep class-balanced random subsets, as ``load_cifar`` does.
+    """
+    folder = Path(root).expanduser()
+    test_dir = folder / "val" if (folder / "val").is_dir() else folder / "test"
+    if not ((folder / "train").is_dir() and test_dir.is_dir()):
+        raise DataError(f"{folder} is not an ImageFolder tree: expected train/<class>/ and val/<class>/ (or test/<class>/)")
+    classes = tuple(sorted(p.name for p in (folder / "train").iterdir() if p.is_dir()))
+    train = FolderSplit(folder / "train", classes, img_size, train=True, crop_scale=crop_scale)
+    test = FolderSplit(test_dir, classes, img_size, train=False)
+    for split, n, offset in ((train, n_train, 0), (test, n_test, 1)):
+        if n is not None:
+            split.restrict(balanced_indices(split.labels, n, seed + offset))
+    mean, std = IMAGENET_MEAN_STD
+    return StreamingImageFolder(train, test, classes, mean, std, f"imagefolder-stream:{folder}", workers)
