@@ -8,7 +8,10 @@
 (b) this trainer: the same recipe as batched tensor ops on the device, bf16/fp16 autocast on a
     GPU, optionally torch.compile (``--compile``).
 Prints both, their ratio, peak GPU memory and the projected wall time of a 310-epoch
-ViT-Lite-7/4 CIFAR-10 run, and merges them into the JSON file under the device's name.
+ViT-Lite-7/4 CIFAR-10 run, and merges them into the JSON file under the device's name and the
+variant (model, batch, models, precision, compile). With ``--model timm/deit_tiny_patch16_224
+--img-size 224 --num-classes 1000`` it measures (b) alone and projects the device-hours of a
+310-epoch ImageNet-1K run (the model step; the loader is ``benchmarks/loader.py``'s figure).
 A figure to read, not a test: the machines are noisy.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from lape_lib.train import environment, measure_throughput, param_groups, soft_c
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 EPOCH_IMAGES = 50_000 * 310
+IMAGENET_EPOCH_IMAGES = 1_281_167 * 310
 
 
 class SafeRandAugment:
@@ -101,7 +106,7 @@ def reference_loop(steps: int, batch_size: int, workers: int, device: torch.devi
     return seen / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=128)
@@ -109,41 +114,62 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile this trainer's model")
     p.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
     p.add_argument("--n-models", type=int, default=1, help="models trained on the same batches in (b)")
+    p.add_argument("--model", default="vit_lite_7_4", help="(b)'s model, e.g. timm/deit_tiny_patch16_224 with --img-size 224")
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--no-reference", action="store_true", help="skip (a); implied for any other model than ViT-Lite-7/4 at 32 px")
     p.add_argument("--out", default="results/benchmarks.json")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cifar = args.model == "vit_lite_7_4" and args.img_size == 32
     workers = args.workers if args.workers is not None else (torch.multiprocessing.cpu_count() if device.type == "cuda" else 2)
-    ref = reference_loop(args.steps, args.batch_size, workers, device)
-    ours = measure_throughput("vit_lite_7_4", batch_size=args.batch_size, steps=args.steps, warmup=3, device=str(device),
-                              compile_model=args.compile, compile_mode=args.compile_mode, n_models=args.n_models)
+    ref = None if args.no_reference or not cifar else reference_loop(args.steps, args.batch_size, workers, device)
+    ours = measure_throughput(args.model, batch_size=args.batch_size, steps=args.steps, warmup=3, device=str(device),
+                              compile_model=args.compile, compile_mode=args.compile_mode, n_models=args.n_models,
+                              img_size=args.img_size, num_classes=args.num_classes)
     env = environment()
     name = env["gpu"] or f"cpu ({env['cpu_threads']} threads)"
+    variant = (f"{args.model}@{args.img_size} b{args.batch_size} x{args.n_models} {ours['precision'].replace('torch.', '')}"
+               + (f" compile={args.compile_mode or 'default'}" if args.compile else " eager"))
+    per_model = ours["images_per_s"] / args.n_models
+    command = "python benchmarks/throughput.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a)
     row = {
-        "device": name, "environment": env, "steps": args.steps, "batch_size": args.batch_size,
-        "reference_images_per_s": ref, "reference_workers": workers,
+        "device": name, "variant": variant, "environment": env, "steps": args.steps, "batch_size": args.batch_size,
+        "model": args.model, "img_size": args.img_size, "num_classes": args.num_classes,
+        "reference_images_per_s": ref, "reference_workers": workers if ref is not None else None,
         "trainer_images_per_s": ours["images_per_s"], "trainer_precision": ours["precision"], "trainer_compile": args.compile,
-        "trainer_compile_mode": args.compile_mode,
-        "trainer_models": args.n_models, "speedup": ours["images_per_s"] / ref,
-        "peak_gpu_memory_gb": ours["peak_gpu_memory_gb"],
-        "projected_310_epochs_min": {"reference": EPOCH_IMAGES / ref / 60, "trainer": EPOCH_IMAGES * args.n_models / ours["images_per_s"] / 60},
-        "command": "python benchmarks/throughput.py " + " ".join(
-            [f"--steps {args.steps}", f"--batch-size {args.batch_size}"] + (["--compile"] if args.compile else [])
-            + ([f"--n-models {args.n_models}"] if args.n_models > 1 else [])),
+        "trainer_compile_mode": args.compile_mode, "trainer_models": args.n_models,
+        "speedup": ours["images_per_s"] / ref if ref else None, "peak_gpu_memory_gb": ours["peak_gpu_memory_gb"],
+        "command": command,
     }
+    if cifar:
+        row["projected_310_epochs_min"] = {"reference": EPOCH_IMAGES / ref / 60 if ref else None,
+                                           "trainer": EPOCH_IMAGES * args.n_models / ours["images_per_s"] / 60}
+    else:  # ImageNet-1K scale: 310 epochs of 1,281,167 images per model, the model step alone
+        row["projected_imagenet_310_epochs_gpu_hours_per_model"] = IMAGENET_EPOCH_IMAGES / per_model / 3600
     out = Path(args.out)
     table = json.loads(out.read_text()) if out.exists() else {}
-    table[name] = row
+    table = {k: v for k, v in table.items() if isinstance(v, dict) and "variant" in v}  # rows from before variants
+    table[f"{name} | {variant}"] = row
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(table, indent=1))
+    out.write_text(json.dumps(table, indent=1) + "\n")
     print(f"device:     {name}")
-    print(f"reference:  {ref:9.1f} images/s  (fp32, eager, {workers} CPU workers)")
-    print(f"trainer:    {ours['images_per_s']:9.1f} images/s  ({ours['precision']}, compile={args.compile}, {args.n_models} model(s))")
-    print(f"speed-up:   {row['speedup']:9.2f} x")
+    if ref is not None:
+        print(f"reference:  {ref:9.1f} images/s  (fp32, eager, {workers} CPU workers)")
+    print(f"trainer:    {ours['images_per_s']:9.1f} images/s  ({variant})")
+    if ref is not None:
+        print(f"speed-up:   {row['speedup']:9.2f} x")
     if ours["peak_gpu_memory_gb"] is not None:
         print(f"peak GPU memory: {ours['peak_gpu_memory_gb']:.2f} GB")
-    proj = row["projected_310_epochs_min"]
-    print(f"310 epochs of ViT-Lite-7/4 on CIFAR-10: reference {proj['reference']:.0f} min for one model, trainer {proj['trainer']:.0f} min for {args.n_models}")
-    print(f"written to {out}")
+    if cifar:
+        proj = row["projected_310_epochs_min"]
+        ref_txt = f"reference {proj['reference']:.0f} min for one model, " if ref else ""
+        print(f"310 epochs of ViT-Lite-7/4 on CIFAR-10: {ref_txt}trainer {proj['trainer']:.1f} min for {args.n_models}")
+    else:
+        hours = row["projected_imagenet_310_epochs_gpu_hours_per_model"]
+        print(f"310 epochs of ImageNet-1K, model step alone: {hours:.1f} device-hours per model")
+    print(f"written to {out} as {name} | {variant}")
+    return row
 
 
 if __name__ == "__main__":

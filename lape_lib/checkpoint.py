@@ -43,8 +43,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], fingerprint:
     _atomic(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any] | None, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely; with ``fingerprint``, refuse one made under another config."""
+def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any] | None, device: str | torch.device = "cpu",
+                    defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely; with ``fingerprint``, refuse one made under another config.
+
+    A setting the checkpoint does not record (one added to the config in a later version) is
+    taken to have its value in ``defaults``, so checkpoints survive an upgrade that adds options.
+    """
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:
@@ -52,7 +57,7 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any] | None,
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointMismatchError(f"{path} is not a lape_lib checkpoint of format {FORMAT}")
     if fingerprint is not None:
-        saved = json.loads(state["fingerprint"])
+        saved = {**json.loads(json.dumps(defaults or {}, sort_keys=True)), **json.loads(state["fingerprint"])}
         expected = json.loads(json.dumps(fingerprint, sort_keys=True))
         if saved != expected:
             keys = sorted(k for k in set(saved) | set(expected) if saved.get(k) != expected.get(k))

@@ -443,7 +443,8 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     start_epoch, wall = 0, 0.0
     ckpt_path = out / "checkpoint.pt" if out else None
     if resume and ckpt_path is not None and ckpt_path.exists():
-        start_epoch, wall = _restore(load_checkpoint(ckpt_path, cfg.fingerprint(), device), arms, device)
+        state = load_checkpoint(ckpt_path, cfg.fingerprint(), device, defaults=TrainConfig().fingerprint())
+        start_epoch, wall = _restore(state, arms, device)
     steps = data.n_train // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
     bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead), unit="step")
@@ -542,8 +543,10 @@ def measure_throughput(
     model: str = "vit_lite_7_4", *, batch_size: int = 128, steps: int = 20, warmup: int = 3, device: str = "auto",
     precision: str = "auto", compile_model: bool = False, compile_mode: str | None = None,
     augment: AugmentConfig | None = None, n_models: int = 1, model_overrides: dict[str, Any] | None = None,
+    img_size: int = 32, num_classes: int = 10,
 ) -> dict[str, Any]:
-    """Training images/s of this trainer's step (augmentation included) on synthetic uint8 data.
+    """Training images/s of this trainer's step (augmentation included) on synthetic uint8 data
+    already on the device (so a streamed loader's decoding is not included).
 
     A figure for choosing parameters and for ``benchmarks/throughput.py``; not a test.
     """
@@ -551,12 +554,12 @@ def measure_throughput(
     dtype = resolve_precision(precision, dev)
     cfg = TrainConfig(model=model, joins=("lape",), seeds=tuple(range(n_models)), model_overrides=model_overrides or {},
                       augment=augment or AugmentConfig(), compile=compile_model, compile_mode=compile_mode, device=str(dev),
-                      progress=False)
-    arms = build_arms(cfg, 10, dev, dtype)
-    aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, 10)
+                      progress=False, img_size=img_size)
+    arms = build_arms(cfg, num_classes, dev, dtype)
+    aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes)
     g = torch.Generator().manual_seed(0)
-    x_all = torch.randint(0, 256, (batch_size * 4, 3, 32, 32), generator=g, dtype=torch.uint8).to(dev)
-    y_all = torch.randint(0, 10, (batch_size * 4,), generator=g).to(dev)
+    x_all = torch.randint(0, 256, (batch_size * 4, 3, img_size, img_size), generator=g, dtype=torch.uint8).to(dev)
+    y_all = torch.randint(0, num_classes, (batch_size * 4,), generator=g).to(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -574,7 +577,7 @@ def measure_throughput(
     _synchronize(dev)
     seconds = time.perf_counter() - t0
     return {
-        "model": model, "batch_size": batch_size, "n_models": n_models, "device": str(dev), "precision": str(dtype),
+        "model": model, "img_size": img_size, "batch_size": batch_size, "n_models": n_models, "device": str(dev), "precision": str(dtype),
         "compile": compile_model, "compile_mode": compile_mode, "images_per_s": steps * batch_size * n_models / seconds,
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
     }

@@ -117,6 +117,19 @@ def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
         train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path), lr=2e-3))
 
 
+def test_checkpoint_from_before_an_added_option_resumes_at_its_default(tmp_path: Path) -> None:
+    from lape_lib.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path))
+    train(cfg, stop_after_epochs=1)
+    state = load_checkpoint(tmp_path / "checkpoint.pt", cfg.fingerprint())
+    older = {k: v for k, v in cfg.fingerprint().items() if k != "stream"}  # as an older version wrote it
+    save_checkpoint(tmp_path / "checkpoint.pt", {k: v for k, v in state.items() if k not in ("format", "fingerprint")}, older)
+    assert train(cfg)["done"]  # stream was False before it existed
+    with pytest.raises(CheckpointMismatchError, match="stream: checkpoint False vs now True"):
+        load_checkpoint(tmp_path / "checkpoint.pt", {**older, "stream": True}, defaults={"stream": False})
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import lape_lib.train as T
 
