@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the reference (default: all cores)")
     p.add_argument("--compile", action="store_true", help="torch.compile this trainer's model")
     p.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
-    p.add_argument("--n-models", type=int, default=1, help="models trained on the same batches in (b)")
+    p.add_argument("--n-models", type=int, default=1, help="models (seeds) trained at once in (b), each on its own batch")
+    p.add_argument("--stack-seeds", action="store_true", help="train the --n-models seeds as one vmapped model")
     p.add_argument("--model", default="vit_lite_7_4", help="(b)'s model, e.g. timm/deit_tiny_patch16_224 with --img-size 224")
     p.add_argument("--img-size", type=int, default=32)
     p.add_argument("--num-classes", type=int, default=10)
@@ -126,11 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
     ref = None if args.no_reference or not cifar else reference_loop(args.steps, args.batch_size, workers, device)
     ours = measure_throughput(args.model, batch_size=args.batch_size, steps=args.steps, warmup=3, device=str(device),
                               compile_model=args.compile, compile_mode=args.compile_mode, n_models=args.n_models,
-                              img_size=args.img_size, num_classes=args.num_classes)
+                              img_size=args.img_size, num_classes=args.num_classes, stack_seeds=args.stack_seeds)
     env = environment()
     name = env["gpu"] or f"cpu ({env['cpu_threads']} threads)"
     variant = (f"{args.model}@{args.img_size} b{args.batch_size} x{args.n_models} {ours['precision'].replace('torch.', '')}"
-               + (f" compile={args.compile_mode or 'default'}" if args.compile else " eager"))
+               + (f" compile={args.compile_mode or 'default'}" if args.compile else " eager")
+               + (" stacked" if args.stack_seeds else ""))
     per_model = ours["images_per_s"] / args.n_models
     command = "python benchmarks/throughput.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a)
     row = {
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": args.model, "img_size": args.img_size, "num_classes": args.num_classes,
         "reference_images_per_s": ref, "reference_workers": workers if ref is not None else None,
         "trainer_images_per_s": ours["images_per_s"], "trainer_precision": ours["precision"], "trainer_compile": args.compile,
-        "trainer_compile_mode": args.compile_mode, "trainer_models": args.n_models,
+        "trainer_compile_mode": args.compile_mode, "trainer_models": args.n_models, "trainer_stack_seeds": args.stack_seeds,
         "speedup": ours["images_per_s"] / ref if ref else None, "peak_gpu_memory_gb": ours["peak_gpu_memory_gb"],
         "command": command,
     }

@@ -134,7 +134,11 @@ class ConvTokenizer(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention without qkv bias, on PyTorch's fused kernel."""
+    """Multi-head self-attention without qkv bias, on PyTorch's fused kernel.
+
+    ``fused_attn = False`` (as in timm) computes softmax(q kᵀ / √d) v with plain ops instead:
+    ``vmap`` has batching rules for those but not for the fused kernels (``lape_lib.stack``).
+    """
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
@@ -143,6 +147,7 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.attn_drop = attn_drop
+        self.fused_attn = True
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -150,7 +155,11 @@ class Attention(nn.Module):
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         drop = self.attn_drop if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        else:
+            attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+            x = F.dropout(attn.softmax(dim=-1), drop) @ v
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
 
 

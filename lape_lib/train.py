@@ -33,6 +33,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .data import DATASETS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
 from .models import JOINS, VisionTransformer, create_model, describe, list_models, valid_combination
 from .pos_embed import PE_TYPES
+from .stack import SeedStack, split_weight_decay
 from .stream import StreamingImageFolder, open_imagefolder
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -73,6 +74,7 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs) on a GPU
+    stack_seeds: bool = False  # train the seeds of each (pe, join) as one vmapped model (lape_lib.stack)
     device: str = "auto"
     eval_every: int = 1
     out_dir: str | None = None
@@ -213,13 +215,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases, norms, the PE and the class token (as timm's factory does)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim <= 1 or "pos_embed" in name or name.endswith(("cls_token", "reg_token"))
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return split_weight_decay(model.named_parameters(), weight_decay)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -239,10 +235,11 @@ class Arm:
     pe: str
     join: str
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer  # shared by the arms of one SeedStack
     scaler: torch.amp.GradScaler
-    step_fn: Any
+    step_fn: Any  # None for stacked arms: their SeedStack steps them
     history: list[dict[str, float]] = field(default_factory=list)
+    stack: SeedStack | None = None
 
 
 def load_data(cfg: TrainConfig) -> ImageData | StreamingImageFolder:
@@ -351,17 +348,43 @@ def build_model(cfg: TrainConfig, pe: str, join: str, num_classes: int) -> nn.Mo
     return create_model(cfg.model, num_classes=num_classes, img_size=cfg.img_size, pe=pe, join=join, **cfg.model_overrides)
 
 
-def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: torch.dtype) -> list[Arm]:
+def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: torch.dtype, world: int = 1) -> list[Arm]:
     arms = []
     for seed, pe, join in cfg.arms():
         torch.manual_seed(seed)  # the same seed draws the same initial weights for every join
         model = build_model(cfg, pe, join, num_classes).to(device)
-        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        if cfg.stack_seeds:  # optimizer and step come from the SeedStack below
+            arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, None, scaler, None))  # type: ignore[arg-type]
+            continue
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
         trained = _distributed(model, device)
         step = _make_step(trained, optimizer, scaler, dtype, cfg.compile, cfg.compile_mode)
         arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, optimizer, scaler, step))
+    if cfg.stack_seeds:
+        if world > 1:
+            raise ValueError("stack_seeds trains its models in one process; under torchrun train the seeds unstacked")
+        for pe, join in dict.fromkeys((a.pe, a.join) for a in arms):
+            members = [a for a in arms if (a.pe, a.join) == (pe, join)]
+            stack = SeedStack([a.model for a in members], soft_cross_entropy, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                              dtype=dtype, compile_model=cfg.compile, compile_mode=cfg.compile_mode)
+            for a in members:
+                a.stack, a.optimizer = stack, stack.optimizer
     return arms
+
+
+def train_step(arms: list[Arm], inputs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One optimizer step of every arm on its seed's (augmented images, soft targets); returns each arm's loss."""
+    losses: dict[str, torch.Tensor] = {}
+    for arm in arms:
+        if arm.stack is None:
+            losses[arm.name] = arm.step_fn(*inputs[arm.seed])
+        elif arm.name not in losses:
+            members = [a for a in arms if a.stack is arm.stack]
+            xs = torch.stack([inputs[a.seed][0] for a in members])
+            targets = torch.stack([inputs[a.seed][1] for a in members])
+            losses.update(zip([a.name for a in members], arm.stack.step(xs, targets)))
+    return losses
 
 
 def environment() -> dict[str, Any]:
@@ -438,7 +461,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     # Streamed images arrive already cropped by the loader's workers; the rest happens here on the device.
     aug = BatchAugment(replace(cfg.augment, crop_scale=None) if cfg.stream else cfg.augment, data.mean, data.std,
                        data.num_classes)
-    arms = build_arms(cfg, data.num_classes, device, dtype)
+    arms = build_arms(cfg, data.num_classes, device, dtype, world)
     out = Path(cfg.out_dir) if cfg.out_dir else None
     start_epoch, wall = 0, 0.0
     ckpt_path = out / "checkpoint.pt" if out else None
@@ -460,12 +483,10 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         _synchronize(device)
         t0 = time.perf_counter()
         for step, batch in enumerate(train_batches(data, seeds, epoch, cfg.batch_size, rank, world, device)):
-            for seed, (images, labels) in batch.items():
-                g = batch_generator(seed, epoch, step, device, rank if world > 1 else None)
-                x, targets = aug(images, labels, g, mix=mix)
-                for arm in arms:
-                    if arm.seed == seed:
-                        losses[arm.name] += arm.step_fn(x, targets)
+            inputs = {seed: aug(images, labels, batch_generator(seed, epoch, step, device, rank if world > 1 else None), mix=mix)
+                      for seed, (images, labels) in batch.items()}
+            for name, loss in train_step(arms, inputs).items():
+                losses[name] += loss
             bar.update(1)
         _synchronize(device)
         seconds = time.perf_counter() - t0
@@ -511,11 +532,13 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
 
 def _snapshot(arms: list[Arm], next_epoch: int, wall: float, device: torch.device) -> dict[str, Any]:
     """Everything a resumed run needs, as tensors and plain values (safe to load with weights_only)."""
+    leaders = {id(a.optimizer): a.name for a in reversed(arms)}  # a shared (stacked) optimizer is saved once
     state: dict[str, Any] = {
         "epoch": next_epoch, "wall_s": wall, "rng_cpu": torch.get_rng_state(),
         "arms": {
             a.name: {
-                "model": a.model.state_dict(), "optimizer": a.optimizer.state_dict(),
+                "model": a.model.state_dict(),
+                "optimizer": a.optimizer.state_dict() if leaders[id(a.optimizer)] == a.name else None,
                 "scaler": a.scaler.state_dict(), "history": json.dumps(a.history),
             } for a in arms
         },
@@ -529,8 +552,9 @@ def _restore(state: dict[str, Any], arms: list[Arm], device: torch.device) -> tu
     """Load a ``_snapshot`` into the arms; returns (epoch to start from, wall time so far)."""
     for arm in arms:
         saved = state["arms"][arm.name]
-        arm.model.load_state_dict(saved["model"])
-        arm.optimizer.load_state_dict(saved["optimizer"])
+        arm.model.load_state_dict(saved["model"])  # stacked arms: copies into their views of the stack
+        if saved["optimizer"] is not None:
+            arm.optimizer.load_state_dict(saved["optimizer"])
         arm.scaler.load_state_dict(saved["scaler"])
         arm.history = json.loads(saved["history"])
     torch.set_rng_state(state["rng_cpu"])
@@ -543,7 +567,7 @@ def measure_throughput(
     model: str = "vit_lite_7_4", *, batch_size: int = 128, steps: int = 20, warmup: int = 3, device: str = "auto",
     precision: str = "auto", compile_model: bool = False, compile_mode: str | None = None,
     augment: AugmentConfig | None = None, n_models: int = 1, model_overrides: dict[str, Any] | None = None,
-    img_size: int = 32, num_classes: int = 10,
+    img_size: int = 32, num_classes: int = 10, stack_seeds: bool = False,
 ) -> dict[str, Any]:
     """Training images/s of this trainer's step (augmentation included) on synthetic uint8 data
     already on the device (so a streamed loader's decoding is not included).
@@ -554,7 +578,7 @@ def measure_throughput(
     dtype = resolve_precision(precision, dev)
     cfg = TrainConfig(model=model, joins=("lape",), seeds=tuple(range(n_models)), model_overrides=model_overrides or {},
                       augment=augment or AugmentConfig(), compile=compile_model, compile_mode=compile_mode, device=str(dev),
-                      progress=False, img_size=img_size)
+                      progress=False, img_size=img_size, stack_seeds=stack_seeds)
     arms = build_arms(cfg, num_classes, dev, dtype)
     aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes)
     g = torch.Generator().manual_seed(0)
@@ -566,9 +590,7 @@ def measure_throughput(
     def run(n: int) -> None:
         for i in range(n):
             sl = slice((i % 4) * batch_size, (i % 4 + 1) * batch_size)
-            x, t = aug(x_all[sl], y_all[sl], batch_generator(0, 0, i, dev))
-            for arm in arms:
-                arm.step_fn(x, t)
+            train_step(arms, {s: aug(x_all[sl], y_all[sl], batch_generator(s, 0, i, dev)) for s in range(n_models)})
 
     run(warmup)
     _synchronize(dev)
@@ -578,7 +600,7 @@ def measure_throughput(
     seconds = time.perf_counter() - t0
     return {
         "model": model, "img_size": img_size, "batch_size": batch_size, "n_models": n_models, "device": str(dev), "precision": str(dtype),
-        "compile": compile_model, "compile_mode": compile_mode, "images_per_s": steps * batch_size * n_models / seconds,
+        "compile": compile_model, "compile_mode": compile_mode, "stack_seeds": stack_seeds, "images_per_s": steps * batch_size * n_models / seconds,
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
     }
 
@@ -646,6 +668,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, help="default auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
+    p.add_argument("--stack-seeds", action="store_true",
+                   help="train the seeds of each (pe, join) as one vmapped model: one kernel launch serves every seed")
     p.add_argument("--device", help="default auto")
     p.add_argument("--out", default=None, help="folder for checkpoint.pt and results.json (resumes if present)")
     p.add_argument("--save-weights", action="store_true", help="write fp16 safetensors of each model at the end")

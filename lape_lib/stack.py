@@ -1,0 +1,85 @@
+"""Several seeds of one model trained as a single vmapped model (``torch.func``).
+
+A 3.7 M-parameter ViT at batch 128 leaves a large GPU waiting on kernel launches. Stacking the
+seeds' weights along a new leading axis and ``vmap``-ing one functional model over them runs
+every seed's step with the launches of one, on each seed's own batch. Each seed's ``nn.Module``
+keeps working for evaluation, checkpoints and saved weights: after stacking, its parameters are
+views into the stacked tensors, so it always holds that seed's current weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+
+def split_weight_decay(named: Iterable[tuple[str, torch.Tensor]], weight_decay: float,
+                       stacked_axes: int = 0) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms, the PE and the class token (as timm's factory does).
+
+    ``stacked_axes``: leading axes that stack several models (not counted as the weight's own).
+    """
+    decay, no_decay = [], []
+    for name, p in named:
+        if not p.requires_grad:
+            continue
+        skip = p.ndim - stacked_axes <= 1 or "pos_embed" in name or name.endswith(("cls_token", "reg_token"))
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class SeedStack:
+    """Models of identical structure (one per seed) trained together by one AdamW over stacked weights.
+
+    ``step(xs, targets)`` takes (N, B, ...) inputs, one batch per model, and returns the N losses.
+    Dropout and stochastic depth draw different randomness for each model.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *,
+                 lr: float, weight_decay: float, dtype: torch.dtype, compile_model: bool = False,
+                 compile_mode: str | None = None) -> None:
+        if dtype == torch.float16:
+            raise ValueError("stacked seeds share one gradient scaler under fp16, so one seed's overflow would skip "
+                             "every seed's step; use precision 'bf16' or 'fp32', or train the seeds unstacked")
+        self.models = list(models)
+        self.params, self.buffers = stack_module_state(self.models)
+        for name, stacked in self.params.items():
+            for i, model in enumerate(self.models):
+                model.get_parameter(name).data = stacked.data[i]
+        for name, stacked in self.buffers.items():
+            for i, model in enumerate(self.models):
+                _set_buffer(model, name, stacked[i])
+        self.template = copy.deepcopy(self.models[0]).to("meta")  # structure only; weights come from self.params
+        for module in self.template.modules():  # vmap has no batching rule for fused attention kernels
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = False
+        self.optimizer = torch.optim.AdamW(split_weight_decay(self.params.items(), weight_decay, stacked_axes=1), lr=lr)
+        device_type = next(iter(self.params.values())).device.type
+
+        def loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
+                 targets: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+                logits = functional_call(self.template, (params, buffers), (x,))
+            return loss_fn(logits, targets)
+
+        losses = vmap(loss, randomness="different")
+        self._losses = torch.compile(losses, mode=compile_mode) if compile_model else losses
+
+    def step(self, xs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        losses = self._losses(self.params, self.buffers, xs, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # the models share no weights, so each gets its own loss's gradient
+        self.optimizer.step()
+        return losses.detach()
+
+
+def _set_buffer(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    owner, _, leaf = name.rpartition(".")
+    module = model.get_submodule(owner) if owner else model
+    persistent = leaf not in module._non_persistent_buffers_set
+    module.register_buffer(leaf, value, persistent=persistent)
