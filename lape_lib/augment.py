@@ -15,11 +15,18 @@ bit (timm's ``PosterizeIncreasing`` asks current Pillow for 0 bits at magnitude 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed that is a pure function of ``parts`` (e.g. seed, epoch, step), the same on every machine."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,15 @@ def subset(data: ImageData, n_train: int | None, n_test: int | None, seed: int =
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
+def imagefolder_splits(root: str | os.PathLike) -> tuple[Path, Path]:
+    """The tree's folder and its evaluation split (``val/``, else ``test/``); ``DataError`` if it is no such tree."""
+    folder = Path(root).expanduser()
+    test_dir = folder / "val" if (folder / "val").is_dir() else folder / "test"
+    if not ((folder / "train").is_dir() and test_dir.is_dir()):
+        raise DataError(f"{folder} is not an ImageFolder tree: expected train/<class>/ and val/<class>/ (or test/<class>/)")
+    return folder, test_dir
+
+
 def load_imagefolder(root: str | os.PathLike, img_size: int, *, n_train: int | None = None, n_test: int | None = None,
                      seed: int = 0) -> ImageData:
     """Any ``train/<class>/*`` + ``val/<class>/*`` (or ``test/``) tree, resized to ``img_size`` squares, in memory.
@@ -327,9 +336,7 @@ def load_imagefolder(root: str | os.PathLike, img_size: int, *, n_train: int | N
     Meant for small ImageNet-style sets (a subset, Imagenette, a generated test tree): the
     decoded images are held as uint8 tensors, which full ImageNet-1K at 224 px does not fit.
     """
-    folder = Path(root).expanduser()
-    if not ((folder / "train").is_dir() and ((folder / "val").is_dir() or (folder / "test").is_dir())):
-        raise DataError(f"{folder} is not an ImageFolder tree: expected train/<class>/ and val/<class>/ (or test/<class>/)")
+    folder, _ = imagefolder_splits(root)
     arrays, classes = _read_imagefolder(folder, img_size)
     mean, std = IMAGENET_MEAN_STD
     data = ImageData(*arrays, classes=classes, mean=mean, std=std, source=f"imagefolder:{folder}")

@@ -10,7 +10,6 @@ batches for any number of workers and resumes exactly.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,15 +19,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .data import IMAGENET_MEAN_STD, DataError, balanced_indices
+from .augment import derive_seed
+from .data import IMAGENET_MEAN_STD, DataError, balanced_indices, imagefolder_splits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
 EVAL_CROP_FRACTION = 0.875  # DeiT: resize to img_size / 0.875, then a centre crop of img_size
-
-
-def _seed(*parts: int) -> int:
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 class FolderSplit(Dataset):
@@ -40,14 +35,22 @@ class FolderSplit(Dataset):
     """
 
     def __init__(self, folder: Path, classes: tuple[str, ...], img_size: int, train: bool,
-                 crop_scale: tuple[float, float] | None = (0.08, 1.0), seed: int = 0) -> None:
+                 crop_scale: tuple[float, float] | None = (0.08, 1.0)) -> None:
+        from torchvision.transforms import v2
+
         self.samples = sorted(
             (str(p), classes.index(p.parent.name)) for p in folder.glob("*/*")
             if p.suffix in IMAGE_SUFFIXES and p.parent.name in classes
         )
         if not self.samples:
             raise DataError(f"{folder} holds no images under <class>/ (looked for {', '.join(IMAGE_SUFFIXES[:5])})")
-        self.img_size, self.train, self.crop_scale = img_size, train, crop_scale
+        self.random_crop = train and crop_scale is not None
+        if self.random_crop:
+            self.transform = v2.RandomResizedCrop(img_size, scale=crop_scale, antialias=True)
+        elif train:
+            self.transform = v2.Resize((img_size, img_size), antialias=True)
+        else:
+            self.transform = v2.Compose([v2.Resize(int(img_size / EVAL_CROP_FRACTION), antialias=True), v2.CenterCrop(img_size)])
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -61,7 +64,7 @@ class FolderSplit(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[torch.Tensor, int]:
         from PIL import Image, UnidentifiedImageError
-        from torchvision.transforms import v2
+        from torchvision.transforms.v2.functional import pil_to_tensor
 
         i, seed, epoch = key if isinstance(key, tuple) else (key, 0, 0)
         path, label = self.samples[i]
@@ -70,16 +73,14 @@ class FolderSplit(Dataset):
                 img = im.convert("RGB")
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"cannot decode image {path}: {err}; remove or replace the file") from err
-        if self.train and self.crop_scale is not None:
+        if self.random_crop:
             # fork_rng: the crop draws from a per-sample seed without touching the trainer's RNG.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_seed(seed, epoch, i))
-                img = v2.RandomResizedCrop(self.img_size, scale=self.crop_scale, antialias=True)(img)
-        elif self.train:
-            img = v2.Resize((self.img_size, self.img_size), antialias=True)(img)
+                torch.manual_seed(derive_seed(seed, epoch, i))
+                img = self.transform(img)
         else:
-            img = v2.CenterCrop(self.img_size)(v2.Resize(int(self.img_size / EVAL_CROP_FRACTION), antialias=True)(img))
-        return v2.functional.pil_to_tensor(img), label
+            img = self.transform(img)
+        return pil_to_tensor(img), label
 
 
 @dataclass
@@ -137,10 +138,7 @@ def open_imagefolder(root: str | os.PathLike, img_size: int, *, crop_scale: tupl
 
     ``n_train``/``n_test`` keep class-balanced random subsets, as ``load_cifar`` does.
     """
-    folder = Path(root).expanduser()
-    test_dir = folder / "val" if (folder / "val").is_dir() else folder / "test"
-    if not ((folder / "train").is_dir() and test_dir.is_dir()):
-        raise DataError(f"{folder} is not an ImageFolder tree: expected train/<class>/ and val/<class>/ (or test/<class>/)")
+    folder, test_dir = imagefolder_splits(root)
     classes = tuple(sorted(p.name for p in (folder / "train").iterdir() if p.is_dir()))
     train = FolderSplit(folder / "train", classes, img_size, train=True, crop_scale=crop_scale)
     test = FolderSplit(test_dir, classes, img_size, train=False)

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .augment import AugmentConfig, BatchAugment
+from .augment import AugmentConfig, BatchAugment, derive_seed
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .data import DATASETS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
 from .models import JOINS, VisionTransformer, create_model, describe, list_models, valid_combination
@@ -184,9 +184,8 @@ def lr_at(epoch: int, cfg: TrainConfig) -> float:
 
 def batch_generator(seed: int, epoch: int, step: int, device: torch.device, rank: int | None = None) -> torch.Generator:
     """The generator for one batch's augmentation: a pure function of (seed, epoch, step[, rank])."""
-    key = f"{seed}/{epoch}/{step}" + (f"/{rank}" if rank is not None else "")
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") >> 1)
+    parts = (seed, epoch, step) if rank is None else (seed, epoch, step, rank)
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
 
 
 def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
@@ -259,12 +258,13 @@ def train_batches(data: ImageData | StreamingImageFolder, seeds: list[int], epoc
 
     The global batch is the same for any number of processes; each takes every world-th sample.
     """
-    orders = {s: epoch_order(s, epoch, data.n_train, device) for s in seeds}
-    if isinstance(data, StreamingImageFolder):
+    if isinstance(data, StreamingImageFolder):  # the order stays on the host, where the loader reads it
+        orders = {s: epoch_order(s, epoch, data.n_train, torch.device("cpu")) for s in seeds}
         streams = [data.train_batches(s, epoch, orders[s], batch_size, rank, world) for s in seeds]
         for items in zip(*streams):
             yield {s: (x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for s, (x, y) in zip(seeds, items)}
         return
+    orders = {s: epoch_order(s, epoch, data.n_train, device) for s in seeds}
     for step in range(data.n_train // batch_size):
         batch = {}
         for s in seeds:
@@ -615,7 +615,8 @@ def weights_digest(models: list[nn.Module]) -> str:
     return h.hexdigest()
 
 
-def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData, world: int, done: bool) -> dict[str, Any]:
+def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData | StreamingImageFolder, world: int,
+             done: bool) -> dict[str, Any]:
     return {
         "config": cfg.to_dict(),
         "command": " ".join(["python -m lape_lib.train"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("train.py") else None,
