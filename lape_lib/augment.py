@@ -19,6 +19,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -227,27 +228,25 @@ def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.T
     return torch.full((len(y), num_classes), off, device=y.device).scatter_(1, y[:, None], 1 - smoothing + off)
 
 
-def _beta(alpha: float, g: torch.Generator) -> float:
-    # Beta(a, a) from two Gamma draws; torch's samplers take no generator, so use a numpy
-    # generator seeded from ours to keep the draw a function of the batch seed.
-    seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
-    import numpy as np
+def mix_batch(x: torch.Tensor, targets: torch.Tensor, cfg: AugmentConfig,
+              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """timm's batch-mode Mixup/CutMix: pairs each sample with the batch reversed.
 
-    return float(np.random.default_rng(seed).beta(alpha, alpha))
-
-
-def mix_batch(x: torch.Tensor, targets: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """timm's batch-mode Mixup/CutMix: pairs each sample with the batch reversed."""
-    coin = _rand(g, 3, device=x.device).tolist()
+    The per-batch draws (whether to mix, which kind, λ, the box) are scalars, so they come from
+    a host generator: on a GPU, drawing them on the device and reading them back would stall
+    every step on a sync.
+    """
+    coin = rng.random(2)
     if (cfg.mixup <= 0 and cfg.cutmix <= 0) or coin[0] >= cfg.mix_prob:
         return x, targets, "none"
     use_cutmix = cfg.cutmix > 0 and (cfg.mixup <= 0 or coin[1] < cfg.switch_prob)
-    lam = _beta(cfg.cutmix if use_cutmix else cfg.mixup, g)
+    alpha = cfg.cutmix if use_cutmix else cfg.mixup
+    lam = float(rng.beta(alpha, alpha))
     flipped = x.flip(0)
     if use_cutmix:
         h, w = x.shape[-2:]
         cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-        cy, cx = _rand(g, 2, device=x.device).mul(torch.tensor([h, w], device=x.device)).long().tolist()
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
         y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
         x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
         x = x.clone()
@@ -289,5 +288,6 @@ class BatchAugment:
             x = random_erasing(x, cfg.erasing, g)
         targets = soft_targets(y, self.num_classes, cfg.label_smoothing)
         if mix:
-            x, targets, _ = mix_batch(x, targets, cfg, g)
+            # The host generator is derived from g's seed, which lives on the host: no sync.
+            x, targets, _ = mix_batch(x, targets, cfg, np.random.default_rng(derive_seed(g.initial_seed(), "mix")))
         return x, targets

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,7 +96,7 @@ def test_mixing_mixes_labels_like_images(mixup: float, cutmix: float, kind: str)
     cfg = replace(AugmentConfig(), mixup=mixup, cutmix=cutmix, label_smoothing=0.0)
     x = torch.stack([torch.full((3, 32, 32), float(i)) for i in range(8)])
     y = torch.arange(8)
-    out, t, used = mix_batch(x, soft_targets(y, 8, 0.0), cfg, gen(5))
+    out, t, used = mix_batch(x, soft_targets(y, 8, 0.0), cfg, np.random.default_rng(5))
     assert used == kind
     lam = float(t[0, 0])  # sample 0 is paired with sample 7 (the batch reversed)
     torch.testing.assert_close(t[0, 7], torch.tensor(1 - lam))
