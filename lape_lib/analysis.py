@@ -30,8 +30,9 @@ def per_layer_pe(model: nn.Module, include_class_token: bool = False) -> torch.T
 
     if isinstance(model, (LaPEVisionTransformer, TimmViT)):
         return _timm_per_layer_pe(model, include_class_token)
-    if model.pe_type == "none":
-        raise ValueError("per_layer_pe needs a model with a position embedding, but pe='none'")
+    if model.pe_type in ("none", "rpe"):
+        hint = "; for a relative bias use per_layer_attn_bias" if model.pe_type == "rpe" else ""
+        raise ValueError(f"per_layer_pe needs a model with an absolute position embedding, but pe={model.pe_type!r}{hint}")
     if model.join in LAPE_JOINS:
         pes = [p[0] for p in model.layer_pes()]
     else:
@@ -45,6 +46,18 @@ def per_layer_pe(model: nn.Module, include_class_token: bool = False) -> torch.T
     if model.cls_token is not None and not include_class_token:
         out = out[:, 1:]
     return out
+
+
+@torch.no_grad()
+def per_layer_attn_bias(model: VisionTransformer) -> torch.Tensor:
+    """The relative position bias each layer adds to its attention logits, (L, heads, P, P).
+
+    P is the number of patches (class-token rows, which get no bias, are dropped). Under
+    ``join="lape"`` this is the bias after the layer's LayerNorm, the one attention sees.
+    """
+    if model.rel_pos is None:
+        raise ValueError(f"per_layer_attn_bias needs a model with pe='rpe', got pe={model.pe_type!r}")
+    return torch.stack([bias.patch_bias().float() for bias in model.rel_pos])
 
 
 def _timm_per_layer_pe(model: nn.Module, include_class_token: bool) -> torch.Tensor:

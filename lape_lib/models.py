@@ -15,6 +15,10 @@ The PE joins (notebook 01 derives them; X_l is the residual stream entering laye
                    LN1_l(X_l) + P_l with P_l = LNpe_l(P_{l-1}), P_0 = P (chained, official form).
 ``lape_parallel``  as ``lape`` but P_l = LNpe_l(P) from the raw P in every layer.
 =================  ==========================================================================
+
+With ``pe="rpe"`` there is no P: every layer adds its own relative position bias to the
+attention logits. ``add`` adds it as learned; ``lape`` first passes it through the layer's own
+LayerNorm over the key axis (the LaPE authors' ablation for this PE type).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import nn
 
-from .pos_embed import PE_TYPES, PositionEmbedding
+from .pos_embed import PE_TYPES, PositionEmbedding, RelativePositionBias
 
 JOINS = ("add", "add_every_layer", "per_layer_pe", "lape", "lape_parallel")
 LAPE_JOINS = ("lape", "lape_parallel")
 LAYER_STYLES = ("cct", "prenorm")
+RPE_JOINS = ("add", "lape")
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ class ConvTokenizer(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention without qkv bias, on PyTorch's fused kernel.
 
+    ``bias`` (heads, N, N), when given, is added to the logits (a relative position bias).
     ``fused_attn = False`` (as in timm) computes softmax(q kᵀ / √d) v with plain ops instead:
     ``vmap`` has batching rules for those but not for the fused kernels (``lape_lib.stack``).
     """
@@ -151,20 +157,26 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         drop = self.attn_drop if self.training else 0.0
+        if bias is not None:
+            bias = bias.to(q.dtype)  # under autocast q is bf16/fp16 and the kernels want one dtype
         if self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
         else:
             attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+            if bias is not None:
+                attn = attn + bias
             x = F.dropout(attn.softmax(dim=-1), drop) @ v
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
 
 
 class Block(nn.Module):
     """One encoder layer; ``pe`` (LaPE joins) is added to the attention input after ``norm1``.
+
+    ``attn_bias`` (heads, N, N), a relative position bias, is added to the attention logits.
 
     ``layer_style="prenorm"``: x = x + Attn(norm1(x) [+ pe]); x = x + MLP(norm2(x)).
     ``layer_style="cct"`` (Compact Transformers, the layer the published CIFAR numbers come
@@ -184,11 +196,13 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, pe: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, pe: torch.Tensor | None = None, attn_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.norm1(x)
         if pe is not None:
             h = h + pe
-        x = x + self.drop_path(self.attn(h))
+        x = x + self.drop_path(self.attn(h, attn_bias))
         if self.layer_style == "cct":
             x = self.norm2(x)
             return x + self.drop_path(self.mlp(x))
@@ -239,7 +253,7 @@ class VisionTransformer(nn.Module):
         self.layer_pos_embeds: nn.ModuleList | None = None
         if join == "per_layer_pe":
             self.layer_pos_embeds = nn.ModuleList(make_pe() for _ in range(cfg.depth))
-        elif pe != "none":
+        elif pe not in ("none", "rpe"):
             self.pos_embed = make_pe()
         self.pos_drop = nn.Dropout(cfg.drop)
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
@@ -252,7 +266,13 @@ class VisionTransformer(nn.Module):
         self.apply(_init_weights)
         # Created after the random init so that every join draws the same initial weights
         # for the modules they share (paired comparisons start from the same point).
-        self.pe_norms = nn.ModuleList(nn.LayerNorm(cfg.dim) for _ in range(cfg.depth)) if join in LAPE_JOINS else None
+        lape = join in LAPE_JOINS
+        self.pe_norms = nn.ModuleList(nn.LayerNorm(cfg.dim) for _ in range(cfg.depth)) if lape and pe != "rpe" else None
+        self.rel_pos: nn.ModuleList | None = None
+        if pe == "rpe":
+            self.rel_pos = nn.ModuleList(
+                RelativePositionBias(self.grid, cfg.num_heads, int(has_cls), normalize=lape) for _ in range(cfg.depth)
+            )
 
     @property
     def num_tokens(self) -> int:
@@ -268,7 +288,7 @@ class VisionTransformer(nn.Module):
         depth = self.cfg.depth
         if self.layer_pos_embeds is not None:
             return [p() for p in self.layer_pos_embeds]
-        if self.pos_embed is None:
+        if self.pos_embed is None:  # pe "none" or "rpe"
             return [None] * depth
         p = self.pos_embed()
         if self.join == "add":
@@ -284,23 +304,32 @@ class VisionTransformer(nn.Module):
             chained.append(p)
         return chained
 
+    def layer_attn_biases(self) -> list[torch.Tensor | None]:
+        """The relative position bias each layer adds to its attention logits, (heads, N, N) each.
+
+        None for every layer unless ``pe="rpe"``; under ``join="lape"`` after the layer's LayerNorm.
+        """
+        if self.rel_pos is None:
+            return [None] * self.cfg.depth
+        return [bias() for bias in self.rel_pos]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch (B, C, H, W) to the final-normed tokens (B, N, D)."""
         x = self.tokenizer(x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        pes = self.layer_pes()
+        pes, biases = self.layer_pes(), self.layer_attn_biases()
         if self.join in LAPE_JOINS:
             x = self.pos_drop(x)
-            for block, pe in zip(self.blocks, pes):
-                x = block(x, pe)
+            for block, pe, bias in zip(self.blocks, pes, biases):
+                x = block(x, pe, bias)
             return self.norm(x)
-        for i, (block, pe) in enumerate(zip(self.blocks, pes)):
+        for i, (block, pe, bias) in enumerate(zip(self.blocks, pes, biases)):
             if pe is not None:
                 x = x + pe
             if i == 0:
                 x = self.pos_drop(x)
-            x = block(x)
+            x = block(x, attn_bias=bias)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -328,7 +357,13 @@ def _init_weights(m: nn.Module) -> None:
 
 
 def valid_combination(pe: str, join: str) -> bool:
-    """Whether a PE type and a join can go together (a PE-based join needs a PE; a per-layer PE a learnable one)."""
+    """Whether a PE type and a join can go together.
+
+    A PE-based join needs a PE, a per-layer PE a learnable one, and a relative bias takes
+    ``add`` or ``lape`` only.
+    """
+    if pe == "rpe":
+        return join in RPE_JOINS
     return (pe != "none" or join == "add") and (join != "per_layer_pe" or pe == "learnable")
 
 
@@ -339,6 +374,11 @@ def _check_choices(cfg: ModelConfig, pe: str, join: str) -> None:
         raise ValueError(f"unknown join {join!r}; choose one of {JOINS}")
     if pe == "none" and join != "add":
         raise ValueError(f"join={join!r} needs a position embedding, but pe='none'; use join='add' with pe='none'")
+    if pe == "rpe" and join not in RPE_JOINS:
+        raise ValueError(
+            f"pe='rpe' (a relative bias on the attention logits) takes join 'add' or 'lape', got join={join!r}; "
+            "the other joins act on an absolute PE"
+        )
     if join == "per_layer_pe" and pe != "learnable":
         raise ValueError(
             f"join='per_layer_pe' learns a separate PE per layer and needs pe='learnable', got pe={pe!r} "

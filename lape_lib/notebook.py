@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,12 +25,18 @@ class Param:
 
     types: type | tuple[type, ...]
     choices: Sequence[Any] | None = None
-    smoke: Any = _UNSET  # the value smoke mode uses; unset: keep the notebook's value
+    smoke: Any = _UNSET  # the value smoke mode uses (a callable: made from the notebook's); unset: keep it
     each: bool = False  # the value is a list whose *items* must be among ``choices``
 
 
 def smoke_mode() -> bool:
     return os.environ.get(SMOKE_ENV, "").lower() not in ("", "0", "false", "no")
+
+
+def smoke_subfolder(path: str) -> str:
+    """``path/smoke``: smoke runs write beside a real run's folder, never into it (a real run
+    would otherwise find a smoke run's checkpoint there and refuse it, or the reverse)."""
+    return str(Path(path) / "smoke")
 
 
 def _type_names(types: type | tuple[type, ...]) -> str:
@@ -48,7 +55,9 @@ def check(namespace: Mapping[str, Any], spec: Mapping[str, Param], *, quiet: boo
     for name, p in spec.items():
         if name not in namespace:
             raise ValueError(f"parameter {name!r} is missing; the parameters cell must define {sorted(spec)}")
-        value = p.smoke if smoke and p.smoke is not _UNSET else namespace[name]
+        value = namespace[name]
+        if smoke and p.smoke is not _UNSET:
+            value = p.smoke(value) if callable(p.smoke) else p.smoke
         types = p.types if isinstance(p.types, tuple) else (p.types,)
         if float in types and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

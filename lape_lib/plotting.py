@@ -1,4 +1,4 @@
-"""Figures for the workbook: per-layer PE similarity, learning curves, bar charts."""
+"""Figures for the workbook: per-layer PE similarity and relative bias, learning curves, bar charts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .analysis import pe_similarity, per_layer_pe
+from .analysis import pe_similarity, per_layer_attn_bias, per_layer_pe
 from .models import VisionTransformer
 
 
@@ -47,6 +47,30 @@ def plot_layer_similarity(
                 if l == 0:
                     ax.set_ylabel(f"{name}\n{'matrix' if show_matrix and k == 0 else f'patch {p}'}", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.6, label="cosine similarity")
+    return fig
+
+
+def plot_layer_attn_bias(models: Mapping[str, VisionTransformer], patch: int | None = None) -> Figure:
+    """For each ``pe="rpe"`` model (a row) and layer (a column): the bias one patch's query adds
+    to every key, on the patch grid, averaged over heads. One colour scale per row, centred on 0."""
+    names = list(models)
+    depth = max(m.cfg.depth for m in models.values())
+    fig, axes = plt.subplots(len(names), depth, figsize=(1.6 * depth + 0.8, 1.7 * len(names)), squeeze=False)
+    for i, name in enumerate(names):
+        model = models[name]
+        p = central_patch(model.grid) if patch is None else patch
+        maps = per_layer_attn_bias(model)[:, :, p].mean(dim=1).reshape(-1, *model.grid).cpu()
+        limit = max(float(maps.abs().max()), 1e-6)
+        for l in range(depth):
+            ax = axes[i, l]
+            image = ax.imshow(maps[l].numpy(), vmin=-limit, vmax=limit, cmap="RdBu_r")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"layer {l + 1}", fontsize=9)
+            if l == 0:
+                ax.set_ylabel(f"{name}\npatch {p}", fontsize=8)
+        fig.colorbar(image, ax=axes[i].tolist(), shrink=0.8, label="bias")
     return fig
 
 

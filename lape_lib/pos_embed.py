@@ -1,16 +1,21 @@
-"""Position embeddings: the tensor P that a ViT joins to its tokens.
+"""Position embeddings: the tensor P that a ViT joins to its tokens, or a bias on its attention.
 
-Every type produces a tensor of shape (1, N, D): one row per token, the class token (when the
-model has one) first. How P is *joined* to the tokens is the model's business (see
-``models.py``); this module only makes P.
+The absolute types (``ABSOLUTE_PE_TYPES``) produce a tensor of shape (1, N, D): one row per
+token, the class token (when the model has one) first. How P is *joined* to the tokens is the
+model's business (see ``models.py``); this module only makes P.
+
+``rpe`` is the relative kind: no P at all, but a learned bias per layer and head on the
+attention logits between two patches, indexed by their offset (``RelativePositionBias``).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-PE_TYPES = ("learnable", "sin1d", "sin2d", "none")
+ABSOLUTE_PE_TYPES = ("learnable", "sin1d", "sin2d")
+PE_TYPES = (*ABSOLUTE_PE_TYPES, "rpe", "none")
 
 
 def sinusoid_1d(num_positions: int, dim: int) -> torch.Tensor:
@@ -53,7 +58,7 @@ class PositionEmbedding(nn.Module):
     """A position embedding P of shape (1, N, D), learnable or a fixed sinusoid.
 
     Args:
-        kind: one of ``PE_TYPES`` except ``"none"`` (a model without PE has no such module).
+        kind: one of ``ABSOLUTE_PE_TYPES``.
         grid: the patch grid (rows, cols).
         dim: the embedding width D.
         class_token: whether P has a leading row for the class token. For the fixed types that
@@ -66,8 +71,8 @@ class PositionEmbedding(nn.Module):
         self, kind: str, grid: tuple[int, int], dim: int, class_token: bool, init_std: float = 0.2
     ) -> None:
         super().__init__()
-        if kind not in PE_TYPES or kind == "none":
-            raise ValueError(f"unknown position embedding {kind!r}; choose one of {PE_TYPES[:-1]}")
+        if kind not in ABSOLUTE_PE_TYPES:
+            raise ValueError(f"unknown absolute position embedding {kind!r}; choose one of {ABSOLUTE_PE_TYPES}")
         self.kind = kind
         self.grid = grid
         num_patches = grid[0] * grid[1]
@@ -91,3 +96,61 @@ class PositionEmbedding(nn.Module):
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, shape={tuple(self.weight.shape)}"
 
+
+
+def relative_position_index(grid: tuple[int, int]) -> torch.Tensor:
+    """For every pair of patches (i, j) the row of their offset in a relative-bias table.
+
+    Shape (h*w, h*w), values in [0, (2h-1)(2w-1)): offsets (dy, dx) with dy in [-(h-1), h-1]
+    and dx in [-(w-1), w-1], numbered row-major (the layout Swin and BEiT use).
+    """
+    h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    dy = rows[:, None] - rows[None, :] + h - 1
+    dx = cols[:, None] - cols[None, :] + w - 1
+    return dy * (2 * w - 1) + dx
+
+
+class RelativePositionBias(nn.Module):
+    """One layer's relative position bias B (heads, N, N), added to its attention logits.
+
+    Each head learns one value per patch offset: B[h, i, j] = table[offset(i, j), h]. The class
+    token (``num_prefix`` leading tokens) gets no bias, as in the LaPE authors' DeiT code; so
+    in a class-token model the last layer's bias never reaches the output (only the class
+    token is read after it) and gets no gradient.
+
+    With ``normalize`` (the LaPE join for this PE type) B goes through the layer's own
+    LayerNorm over the key axis before it is added: each query's row of biases is centred and
+    rescaled per layer, the relative analogue of LaPE's PE LayerNorm (2 * patches parameters).
+
+    Args:
+        grid: the patch grid (rows, cols).
+        num_heads: attention heads; each has its own table column.
+        num_prefix: leading tokens without a position (1 with a class token, else 0).
+        normalize: LayerNorm the bias rows (join ``lape``).
+    """
+
+    def __init__(self, grid: tuple[int, int], num_heads: int, num_prefix: int, normalize: bool) -> None:
+        super().__init__()
+        h, w = grid
+        self.grid, self.num_prefix = grid, num_prefix
+        # Zeros, as the authors' code: the bias starts neutral under either join (the LayerNorm
+        # of a constant row is its shift β = 0).
+        self.table = nn.Parameter(torch.zeros((2 * h - 1) * (2 * w - 1), num_heads))
+        self.register_buffer("index", relative_position_index(grid), persistent=False)
+        self.norm = nn.LayerNorm(h * w) if normalize else None
+
+    def patch_bias(self) -> torch.Tensor:
+        """The bias between patches only, (heads, h*w, h*w), after the LayerNorm if any."""
+        n = self.index.shape[0]
+        bias = self.table[self.index.flatten()].view(n, n, -1).permute(2, 0, 1)
+        return self.norm(bias) if self.norm is not None else bias
+
+    def forward(self) -> torch.Tensor:
+        """The bias for every token pair, (heads, N, N); class-token rows and columns are zero."""
+        p = self.num_prefix
+        return F.pad(self.patch_bias(), (p, 0, p, 0))
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}, heads={self.table.shape[1]}, normalize={self.norm is not None}"

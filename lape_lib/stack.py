@@ -20,7 +20,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 def split_weight_decay(named: Iterable[tuple[str, torch.Tensor]], weight_decay: float,
                        stacked_axes: int = 0) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms, the PE and the class token (as timm's factory does).
+    """No weight decay on biases, norms, the PE, the class token and relative-bias tables (as timm does).
 
     ``stacked_axes``: leading axes that stack several models (not counted as the weight's own).
     """
@@ -28,7 +28,7 @@ def split_weight_decay(named: Iterable[tuple[str, torch.Tensor]], weight_decay: 
     for name, p in named:
         if not p.requires_grad:
             continue
-        skip = p.ndim - stacked_axes <= 1 or "pos_embed" in name or name.endswith(("cls_token", "reg_token"))
+        skip = p.ndim - stacked_axes <= 1 or "pos_embed" in name or "rel_pos" in name or name.endswith(("cls_token", "reg_token"))
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 

@@ -1,0 +1,54 @@
+"""lape_lib.notebook.check: the validation every notebook runs right after its parameters cell."""
+
+from __future__ import annotations
+
+import pytest
+
+from lape_lib.notebook import SMOKE_ENV, Param, check, smoke_subfolder
+
+SPEC = {
+    "model": Param(str, ("a", "b")),
+    "joins": Param(list, ("add", "lape"), each=True, smoke=["add"]),
+    "lr": Param(float),
+    "n_train": Param((int, type(None)), smoke=10),
+    "output_dir": Param(str, smoke=smoke_subfolder),
+}
+GOOD = {"model": "a", "joins": ["add", "lape"], "lr": 1, "n_train": None, "output_dir": "runs/nb"}
+
+
+def test_valid_values_pass_and_ints_become_floats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    p = check(GOOD, SPEC, quiet=True)
+    assert p.lr == 1.0 and isinstance(p.lr, float)
+    assert (p.joins, p.n_train, p.output_dir) == (["add", "lape"], None, "runs/nb")
+
+
+def test_smoke_mode_swaps_values_and_moves_the_output_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    p = check(GOOD, SPEC, quiet=True)
+    assert p.joins == ["add"] and p.n_train == 10
+    assert p.output_dir == smoke_subfolder("runs/nb") != "runs/nb"  # never a real run's folder
+    assert p.model == "a" and p.lr == 1.0  # no smoke value: the notebook's own
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"model": "c"}, "parameter model='c': 'c' is not valid; choose from ['a', 'b']"),
+        ({"joins": ["add", "concat"]}, "'concat' is not valid; choose from ['add', 'lape']"),
+        ({"lr": "fast"}, "parameter lr='fast' has type str; expected float"),
+        ({"n_train": 1.5}, "expected int or None"),
+        ({"n_train": True}, "has type bool"),
+    ],
+)
+def test_bad_values_name_what_is_valid(change: dict, needle: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    with pytest.raises(ValueError) as err:
+        check({**GOOD, **change}, SPEC, quiet=True)
+    assert needle in str(err.value)
+
+
+def test_missing_parameter_lists_the_expected_ones() -> None:
+    namespace = {k: v for k, v in GOOD.items() if k != "lr"}
+    with pytest.raises(ValueError, match=r"parameter 'lr' is missing; the parameters cell must define \['joins'"):
+        check(namespace, SPEC, quiet=True)
