@@ -109,16 +109,27 @@ def plot_similarity_by_distance(models: Mapping[str, VisionTransformer]) -> Figu
 
 
 def plot_history(results: Mapping[str, Any], metric: str = "test_acc") -> Figure:
-    """Learning curves of every arm in a ``train`` results dict: ``metric`` and the training loss."""
+    """Learning curves of every arm in a ``train`` results dict: ``metric`` and the training loss.
+
+    One colour per (PE, join), one line per seed: paired seeds read as a band per join.
+    """
     fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for name, arm in results["arms"].items():
-        hist = arm["history"]
-        epochs = [h["epoch"] + 1 for h in hist]
-        style = "-" if "lape" in arm["join"] else "--"
-        ax_l.plot(epochs, [h["train_loss"] for h in hist], style, label=name)
-        pts = [(h["epoch"] + 1, h[metric]) for h in hist if metric in h]
-        if pts:
-            ax_m.plot(*zip(*pts), style, marker="o" if len(pts) < 20 else None, label=name)
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for arm in results["arms"].values():
+        groups.setdefault(f"{arm['pe']}-{arm['join']}", []).append(arm)
+    colours = plt.cm.tab10.colors
+    for k, (group, arms) in enumerate(groups.items()):
+        colour = colours[k % len(colours)]
+        style = "-" if "lape" in group else "--"
+        label = group if len(arms) == 1 else f"{group} ({len(arms)} seeds)"
+        alpha = 1.0 if len(arms) == 1 else 0.7
+        for i, arm in enumerate(arms):
+            hist = arm["history"]
+            kw = dict(color=colour, alpha=alpha, label=label if i == 0 else None)
+            ax_l.plot([h["epoch"] + 1 for h in hist], [h["train_loss"] for h in hist], style, **kw)
+            pts = [(h["epoch"] + 1, h[metric]) for h in hist if metric in h]
+            if pts:
+                ax_m.plot(*zip(*pts), style, marker="o" if len(pts) < 20 else None, markersize=4, **kw)
     ax_m.set_ylabel("test top-1 (%)" if metric == "test_acc" else metric)
     ax_l.set_ylabel("training loss")
     for ax in (ax_m, ax_l):

@@ -119,14 +119,15 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
                 continue
             setting = json.dumps({k: v for k, v in cfg.items() if k not in _FREE_FIELDS}, sort_keys=True)
             key = (cfg["dataset"], _model_label(cfg), arm["pe"], int(cfg["epochs"]), setting)
-            group = groups.setdefault(key, {"acc": {baseline: {}, treatment: {}}, "sources": [], "wall_s": 0.0, "gpus": set()})
+            group = groups.setdefault(key, {"acc": {baseline: {}, treatment: {}}, "sources": [], "wall_s": 0.0, "devices": set()})
             if arm["seed"] in group["acc"][arm["join"]]:
                 raise ValueError(f"seed {arm['seed']} of {key[:4]} {arm['join']} appears in two runs; pass each run once")
             group["acc"][arm["join"]][arm["seed"]] = acc
             if run.get("path") not in group["sources"]:
                 group["sources"].append(run.get("path"))
                 group["wall_s"] += float(run.get("wall_s", 0.0))
-                group["gpus"].add(run.get("environment", {}).get("gpu"))
+                env = run.get("environment", {})
+                group["devices"].add(env.get("gpu") or f"CPU ({env.get('cpu_threads', '?')} threads)")
             group.setdefault("command", run.get("command"))
             group.setdefault("data_source", run.get("data_source"))
     out = []
@@ -141,7 +142,7 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
             treatment: _describe([treat[s] for s in seeds]) if seeds else None,
             "difference": paired_difference([treat[s] for s in seeds], [base[s] for s in seeds]) if seeds else None,
             "published": None, "sources": g["sources"], "command": g["command"], "data_source": g["data_source"],
-            "wall_s": g["wall_s"], "gpus": sorted(str(x) for x in g["gpus"]), "setting": json.loads(setting),
+            "wall_s": g["wall_s"], "devices": sorted(g["devices"]), "setting": json.loads(setting),
         }
         cfg = row["setting"]
         same_architecture = set(cfg.get("model_overrides", {})) <= _REGULARIZATION_OVERRIDES

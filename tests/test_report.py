@@ -43,6 +43,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return load_results([root / "a", root / "b" / "results.json"])
 
 
+def test_learning_curves_one_colour_per_join(runs: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lape_lib.plotting import plot_history
+
+    ax = plot_history(runs[0]).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["learnable-add (2 seeds)", "learnable-lape (2 seeds)"]
+    colours = [line.get_color() for line in ax.get_lines()]
+    assert len(ax.get_lines()) == 4 and colours[0] == colours[1] != colours[2] == colours[3]
+
+
 def test_compare_pairs_seeds_across_runs(runs: list[dict]) -> None:
     (row,) = compare(runs)
     assert row["seeds"] == [0, 1, 2] and row["unpaired"] == []
@@ -56,6 +68,8 @@ def test_compare_pairs_seeds_across_runs(runs: list[dict]) -> None:
     assert row["add"]["mean"] == pytest.approx(sum(i["add"] for i in row["per_seed"]) / 3)
     assert row["published"] is None  # the toy set has no published figure
     assert len(row["sources"]) == 2 and row["wall_s"] > 0
+    env = runs[0]["environment"]
+    assert row["devices"] == [env["gpu"] or f"CPU ({env['cpu_threads']} threads)"]
 
 
 def test_compare_refuses_unfinished_and_duplicate_runs(runs: list[dict]) -> None:
