@@ -59,8 +59,13 @@ def test_stacked_run_resumes_exactly_with_dropout(tmp_path: Path) -> None:
             assert torch.equal(weights(resumed)[name][key], value), f"{name} {key}"
 
 
-def test_unfused_attention_matches_the_fused_kernel() -> None:
-    model = create_model("vit_lite_7_4", join="lape", depth=2).eval()
+@pytest.mark.parametrize("name,pe,join", [("vit_lite_7_4", "learnable", "lape"), ("cvt_7_4", "rpe", "add")])
+def test_unfused_attention_matches_the_fused_kernel(name: str, pe: str, join: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, pe=pe, join=join, depth=2).eval()
+    with torch.no_grad():
+        for bias in model.rel_pos or []:
+            bias.table.normal_()  # a non-zero relative bias, passed to the fused kernel as its mask
     x = torch.randn(3, 3, 32, 32)
     fused = model(x)
     for block in model.blocks:
