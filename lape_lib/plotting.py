@@ -20,6 +20,18 @@ def central_patch(grid: tuple[int, int]) -> int:
     return (h // 2) * w + w // 2 - 1 if w > 1 else (h // 2) * w
 
 
+def _layer_panel(ax: plt.Axes, panel: torch.Tensor, title: str | None, ylabel: str | None, **imshow: Any) -> Any:
+    """One cell of a (row per model, column per layer) grid: the image, no ticks, labels on the edges."""
+    image = ax.imshow(panel.numpy(), **imshow)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
+    return image
+
+
 def plot_layer_similarity(
     models: Mapping[str, VisionTransformer], patch: int | None = None, show_matrix: bool = True
 ) -> Figure:
@@ -38,14 +50,9 @@ def plot_layer_similarity(
             patch_map = sims[l, p].reshape(model.grid)
             panels = [sims[l], patch_map] if show_matrix else [patch_map]
             for k, panel in enumerate(panels):
-                ax = axes[i * len(panels) + k, l]
-                image = ax.imshow(panel.numpy(), vmin=0, vmax=1, cmap="viridis")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if i == 0 and k == 0:
-                    ax.set_title(f"layer {l + 1}", fontsize=9)
-                if l == 0:
-                    ax.set_ylabel(f"{name}\n{'matrix' if show_matrix and k == 0 else f'patch {p}'}", fontsize=8)
+                title = f"layer {l + 1}" if i == 0 and k == 0 else None
+                ylabel = f"{name}\n{'matrix' if show_matrix and k == 0 else f'patch {p}'}" if l == 0 else None
+                image = _layer_panel(axes[i * len(panels) + k, l], panel, title, ylabel, vmin=0, vmax=1, cmap="viridis")
     fig.colorbar(image, ax=axes, shrink=0.6, label="cosine similarity")
     return fig
 
@@ -62,14 +69,8 @@ def plot_layer_attn_bias(models: Mapping[str, VisionTransformer], patch: int | N
         maps = per_layer_attn_bias(model)[:, :, p].mean(dim=1).reshape(-1, *model.grid).cpu()
         limit = max(float(maps.abs().max()), 1e-6)
         for l in range(depth):
-            ax = axes[i, l]
-            image = ax.imshow(maps[l].numpy(), vmin=-limit, vmax=limit, cmap="RdBu_r")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"layer {l + 1}", fontsize=9)
-            if l == 0:
-                ax.set_ylabel(f"{name}\npatch {p}", fontsize=8)
+            image = _layer_panel(axes[i, l], maps[l], f"layer {l + 1}" if i == 0 else None,
+                                 f"{name}\npatch {p}" if l == 0 else None, vmin=-limit, vmax=limit, cmap="RdBu_r")
         fig.colorbar(image, ax=axes[i].tolist(), shrink=0.8, label="bias")
     return fig
 

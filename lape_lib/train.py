@@ -213,7 +213,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms, the PE and the class token (as timm's factory does)."""
+    """One model's AdamW groups: see :func:`lape_lib.stack.split_weight_decay` for what skips weight decay."""
     return split_weight_decay(model.named_parameters(), weight_decay)
 
 

@@ -14,14 +14,11 @@ from lape_lib.plotting import plot_layer_attn_bias
 from lape_lib.pos_embed import RelativePositionBias, relative_position_index
 from lape_lib.stack import SeedStack, split_weight_decay
 from lape_lib.train import param_groups, soft_cross_entropy
+from test_models import n_params
 
 matplotlib.use("Agg")
 
 SMALL = dict(depth=2, dim=32, num_heads=2, attn_drop=0.0, drop_path=0.0)
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def randomize_tables(model: torch.nn.Module) -> None:
