@@ -188,6 +188,18 @@ def batch_generator(seed: int, epoch: int, step: int, device: torch.device, rank
     return torch.Generator(device=device).manual_seed(derive_seed(*parts))
 
 
+def seed_noise(seeds: Iterable[int], epoch: int, step: int, rank: int | None = None) -> None:
+    """Seed dropout and stochastic depth for one step of the model(s) of ``seeds`` (several: a SeedStack).
+
+    The trainer calls it before each arm's step, so an arm's noise is a pure function of (seed,
+    epoch, step[, rank]): it does not depend on which other arms share the run, a resumed run
+    needs no RNG state, and the joins of one seed, whose layers draw in the same order and
+    shapes, get the same dropout masks too (a tighter pairing than the batches alone).
+    """
+    parts = (*seeds, epoch, step) if rank is None else (*seeds, epoch, step, rank)
+    torch.manual_seed(derive_seed("noise", *parts))  # host-side: no device sync
+
+
 def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g).to(device)
@@ -373,14 +385,20 @@ def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: 
     return arms
 
 
-def train_step(arms: list[Arm], inputs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """One optimizer step of every arm on its seed's (augmented images, soft targets); returns each arm's loss."""
+def train_step(arms: list[Arm], inputs: dict[int, tuple[torch.Tensor, torch.Tensor]], epoch: int = 0, step: int = 0,
+               rank: int | None = None) -> dict[str, torch.Tensor]:
+    """One optimizer step of every arm on its seed's (augmented images, soft targets); returns each arm's loss.
+
+    (epoch, step, rank) seed each arm's dropout: see :func:`seed_noise`.
+    """
     losses: dict[str, torch.Tensor] = {}
     for arm in arms:
         if arm.stack is None:
+            seed_noise((arm.seed,), epoch, step, rank)
             losses[arm.name] = arm.step_fn(*inputs[arm.seed])
         elif arm.name not in losses:
             members = [a for a in arms if a.stack is arm.stack]
+            seed_noise([a.seed for a in members], epoch, step, rank)
             xs = torch.stack([inputs[a.seed][0] for a in members])
             targets = torch.stack([inputs[a.seed][1] for a in members])
             losses.update(zip([a.name for a in members], arm.stack.step(xs, targets)))
@@ -467,7 +485,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     ckpt_path = out / "checkpoint.pt" if out else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, cfg.fingerprint(), device, defaults=TrainConfig().fingerprint())
-        start_epoch, wall = _restore(state, arms, device)
+        start_epoch, wall = _restore(state, arms)
     steps = data.n_train // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
     bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead), unit="step")
@@ -483,9 +501,10 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         _synchronize(device)
         t0 = time.perf_counter()
         for step, batch in enumerate(train_batches(data, seeds, epoch, cfg.batch_size, rank, world, device)):
-            inputs = {seed: aug(images, labels, batch_generator(seed, epoch, step, device, rank if world > 1 else None), mix=mix)
+            shard = rank if world > 1 else None
+            inputs = {seed: aug(images, labels, batch_generator(seed, epoch, step, device, shard), mix=mix)
                       for seed, (images, labels) in batch.items()}
-            for name, loss in train_step(arms, inputs).items():
+            for name, loss in train_step(arms, inputs, epoch, step, shard).items():
                 losses[name] += loss
             bar.update(1)
         _synchronize(device)
@@ -510,7 +529,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
             arm.history.append(row)
         bar.set_postfix({a.name: f"{a.history[-1].get('test_acc', float('nan')):.1f}%" for a in arms[:4]})
         if out is not None and lead:
-            save_checkpoint(ckpt_path, _snapshot(arms, epoch + 1, wall, device), cfg.fingerprint())
+            save_checkpoint(ckpt_path, _snapshot(arms, epoch + 1, wall), cfg.fingerprint())
             _write_json(out / "results.json", _results(cfg, arms, wall, data, world, done=epoch + 1 == cfg.total_epochs))
         if world > 1:
             torch.distributed.barrier()
@@ -530,11 +549,11 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     return results
 
 
-def _snapshot(arms: list[Arm], next_epoch: int, wall: float, device: torch.device) -> dict[str, Any]:
+def _snapshot(arms: list[Arm], next_epoch: int, wall: float) -> dict[str, Any]:
     """Everything a resumed run needs, as tensors and plain values (safe to load with weights_only)."""
     leaders = {id(a.optimizer): a.name for a in reversed(arms)}  # a shared (stacked) optimizer is saved once
-    state: dict[str, Any] = {
-        "epoch": next_epoch, "wall_s": wall, "rng_cpu": torch.get_rng_state(),
+    return {  # no RNG state: every draw is seeded from (seed, epoch, step)
+        "epoch": next_epoch, "wall_s": wall,
         "arms": {
             a.name: {
                 "model": a.model.state_dict(),
@@ -543,12 +562,9 @@ def _snapshot(arms: list[Arm], next_epoch: int, wall: float, device: torch.devic
             } for a in arms
         },
     }
-    if device.type == "cuda":
-        state["rng_cuda"] = torch.cuda.get_rng_state()
-    return state
 
 
-def _restore(state: dict[str, Any], arms: list[Arm], device: torch.device) -> tuple[int, float]:
+def _restore(state: dict[str, Any], arms: list[Arm]) -> tuple[int, float]:
     """Load a ``_snapshot`` into the arms; returns (epoch to start from, wall time so far)."""
     for arm in arms:
         saved = state["arms"][arm.name]
@@ -557,9 +573,6 @@ def _restore(state: dict[str, Any], arms: list[Arm], device: torch.device) -> tu
             arm.optimizer.load_state_dict(saved["optimizer"])
         arm.scaler.load_state_dict(saved["scaler"])
         arm.history = json.loads(saved["history"])
-    torch.set_rng_state(state["rng_cpu"])
-    if device.type == "cuda" and "rng_cuda" in state:
-        torch.cuda.set_rng_state(state["rng_cuda"])
     return int(state["epoch"]), float(state["wall_s"])
 
 
@@ -590,7 +603,7 @@ def measure_throughput(
     def run(n: int) -> None:
         for i in range(n):
             sl = slice((i % 4) * batch_size, (i % 4 + 1) * batch_size)
-            train_step(arms, {s: aug(x_all[sl], y_all[sl], batch_generator(s, 0, i, dev)) for s in range(n_models)})
+            train_step(arms, {s: aug(x_all[sl], y_all[sl], batch_generator(s, 0, i, dev)) for s in range(n_models)}, 0, i)
 
     run(warmup)
     _synchronize(dev)

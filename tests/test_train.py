@@ -92,6 +92,47 @@ def test_joins_of_one_seed_see_identical_batches(monkeypatch: pytest.MonkeyPatch
         torch.testing.assert_close(a, b)
 
 
+def test_an_arm_trains_the_same_whichever_arms_share_its_run() -> None:
+    # dropout and stochastic depth are on (the model defaults), so this checks their seeding too
+    alone = train(tiny(seeds=(1,), joins=("lape",)))
+    shared = train(tiny(seeds=(0, 1), joins=("add", "lape")))
+    assert set(shared["models"]) == {"learnable-add-s0", "learnable-lape-s0", "learnable-add-s1", "learnable-lape-s1"}
+    for key, value in weights(alone)["learnable-lape-s1"].items():
+        torch.testing.assert_close(weights(shared)["learnable-lape-s1"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_joins_of_one_seed_draw_the_same_dropout_masks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lape_lib.models as M
+
+    masks: dict[str, list[torch.Tensor]] = {}
+    original = M.DropPath.forward
+
+    def spy(self, x):
+        out = original(self, torch.ones_like(x))  # the scaled keep-mask this call draws
+        masks.setdefault(self.owner, []).append(out.detach().clone())
+        return original(self, x)
+
+    monkeypatch.setattr(M.DropPath, "forward", spy)
+    monkeypatch.setattr(M.DropPath, "owner", "", raising=False)
+    import lape_lib.train as T
+
+    build = T.build_model
+
+    def tagged(cfg, pe, join, n):
+        model = build(cfg, pe, join, n)
+        for m in model.modules():
+            if isinstance(m, M.DropPath):
+                m.owner = join
+        return model
+
+    monkeypatch.setattr(T, "build_model", tagged)
+    train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, model_overrides={**TINY["model_overrides"], "depth": 2}))
+    assert len(masks["add"]) == len(masks["lape"]) > 0
+    for a, b in zip(masks["add"], masks["lape"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any((m == 0).any() for m in masks["add"])  # some samples were dropped: the check is not vacuous
+
+
 def test_same_seed_same_initial_weights_across_joins() -> None:
     res = train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, lr=1e-12, warmup_lr=1e-12, min_lr=1e-12))
     add, lape = res["models"]["learnable-add-s0"], res["models"]["learnable-lape-s0"]
