@@ -13,7 +13,6 @@ figure says how many CPU cores a GPU needs to be fed: divide the GPU step's imag
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,6 +24,8 @@ from PIL import Image
 
 from lape_lib.stream import open_imagefolder
 from lape_lib.train import environment
+
+from _table import merge_row  # benchmarks/ itself: on the path when run as a script
 
 
 def make_jpeg_tree(root: Path, n: int, size: tuple[int, int] = (500, 375), classes: int = 4) -> float:
@@ -80,10 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
               "batch_size": args.batch_size, "images_per_s_by_workers": rows,
               "command": "python benchmarks/loader.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)
-    table = json.loads(out.read_text()) if out.exists() else {}
-    table[name] = record
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(table, indent=1) + "\n")
+    merge_row(out, name, record)
     print(f"written to {out}")
     return record
 

@@ -18,7 +18,6 @@ A figure to read, not a test: the machines are noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lape_lib import create_model
 from lape_lib.train import environment, measure_throughput, param_groups, soft_cross_entropy
+
+from _table import merge_row  # benchmarks/ itself: on the path when run as a script
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 EPOCH_IMAGES = 50_000 * 310
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the reference (default: all cores)")
-    p.add_argument("--compile", action="store_true", help="torch.compile this trainer's model")
+    p.add_argument("--compile", action="store_true", help="torch.compile this trainer's model and augmentation")
     p.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
     p.add_argument("--n-models", type=int, default=1, help="models (seeds) trained at once in (b), each on its own batch")
     p.add_argument("--stack-seeds", action="store_true", help="train the --n-models seeds as one vmapped model")
@@ -150,11 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:  # ImageNet-1K scale: 310 epochs of 1,281,167 images per model, the model step alone
         row["projected_imagenet_310_epochs_gpu_hours_per_model"] = IMAGENET_EPOCH_IMAGES / per_model / 3600
     out = Path(args.out)
-    table = json.loads(out.read_text()) if out.exists() else {}
-    table = {k: v for k, v in table.items() if isinstance(v, dict) and "variant" in v}  # rows from before variants
-    table[f"{name} | {variant}"] = row
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(table, indent=1) + "\n")
+    merge_row(out, f"{name} | {variant}", row)
     print(f"device:     {name}")
     if ref is not None:
         print(f"reference:  {ref:9.1f} images/s  (fp32, eager, {workers} CPU workers)")

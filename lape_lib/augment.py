@@ -5,7 +5,8 @@ One ``grid_sample`` does the random resized crop, the flip and RandAugment's geo
 sample with masks; random erasing, mixup and cutmix follow timm's definitions. All randomness
 comes from a ``torch.Generator`` that the caller seeds from (seed, epoch, step), so a batch's
 augmentation is a pure function of those numbers: paired runs see identical batches and a
-resumed run needs no RNG state.
+resumed run needs no RNG state. The per-sample numbers are drawn up front (:func:`draw`), so
+the rest is a pure tensor function: compilable, and run once for several seeds' batches.
 
 Deviations from timm's PIL pipeline, chosen for speed and kept small: RandAugment's geometric
 ops are composed with the crop into one bilinear warp (timm resamples per op and picks a random
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -123,34 +126,69 @@ def _color_op(name: str, x: torch.Tensor, level: torch.Tensor, coin: torch.Tenso
 
 
 def _any(mask: torch.Tensor) -> bool:
-    # On a GPU, computing an op for the whole batch is cheaper than a host sync to skip it.
-    return mask.device.type != "cpu" or bool(mask.any())
+    # On a GPU, computing an op for the whole batch is cheaper than a host sync to skip it; a
+    # compiled graph computes every op too (a data-dependent branch would split it).
+    return mask.device.type != "cpu" or torch.compiler.is_compiling() or bool(mask.any())
 
 
-def _rand(g: torch.Generator, *shape: int, device: torch.device) -> torch.Tensor:
-    return torch.rand(*shape, generator=g, device=device)
+class Draws(NamedTuple):
+    """Every random number one batch's augmentation uses, drawn up front in three calls.
+
+    With the draws taken out, the augmentation itself is a pure tensor function (compilable,
+    and applicable to several seeds' batches concatenated, each with its own draws).
+    """
+
+    uniform: torch.Tensor  # (B, 10 + 4 * randaug_ops): see _split
+    normal: torch.Tensor  # (B, randaug_ops): each op's magnitude noise
+    noise: torch.Tensor | None  # (B, C, H, W): random erasing's pixel values (None when erasing is off)
 
 
-def geometric_matrix(b: int, cfg: AugmentConfig, ops: torch.Tensor, apply: torch.Tensor, level: torch.Tensor,
-                     g: torch.Generator, device: torch.device) -> torch.Tensor:
+def draw(cfg: AugmentConfig, shape: tuple[int, ...], g: torch.Generator, device: torch.device | str = "cpu") -> Draws:
+    """The draws for a batch of ``shape`` (B, C, H, W), from ``g`` (seeded from seed, epoch and step)."""
+    b, n = shape[0], cfg.randaug_ops
+    uniform = torch.rand(b, 10 + 4 * n, generator=g, device=device)
+    normal = torch.randn(b, n, generator=g, device=device)
+    noise = torch.randn(tuple(shape), generator=g, device=device) if cfg.erasing > 0 else None
+    return Draws(uniform, normal, noise)
+
+
+def _split(d: Draws) -> dict[str, torch.Tensor]:
+    """The uniform columns by purpose: crop (4), flip (1), RandAugment (op, apply, geometric and
+    colour sign coins: one per op each), erasing (5)."""
+    n = d.normal.shape[1]
+    parts = d.uniform.split([4, 1, n, n, n, n, 5], dim=1)
+    return dict(zip(("crop", "flip", "op", "apply", "geo_coin", "colour_coin", "erase"), parts))
+
+
+def randaugment_choices(cfg: AugmentConfig, d: Draws) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which ops each sample gets (B, n), whether each is applied, and its magnitude/10."""
+    u = _split(d)
+    ops = (u["op"] * len(RANDAUG_OPS)).long().clamp(max=len(RANDAUG_OPS) - 1)
+    magnitude = cfg.randaug_magnitude + cfg.randaug_std * d.normal
+    return ops, u["apply"] < cfg.randaug_prob, magnitude.clamp(0, 10) / 10
+
+
+def geometric_matrix(cfg: AugmentConfig, d: Draws, ops: torch.Tensor, apply: torch.Tensor,
+                     level: torch.Tensor) -> torch.Tensor:
     """Per-sample affine maps (B, 2, 3) in ``affine_grid``'s normalized output->input coordinates."""
+    u = _split(d)
+    b, device = ops.shape[0], ops.device
     eye = torch.eye(3, device=device).expand(b, 3, 3).clone()
     m = eye.clone()
     if cfg.crop_scale is not None:
         lo, hi = cfg.crop_scale
-        area = lo + (hi - lo) * _rand(g, b, device=device)
-        log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * _rand(g, b, device=device)
-        ratio = log_ratio.exp()
+        area = lo + (hi - lo) * u["crop"][:, 0]
+        ratio = (math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u["crop"][:, 1]).exp()
         w = (area * ratio).sqrt().clamp(max=1)
         h = (area / ratio).sqrt().clamp(max=1)
-        cx = (1 - w) * (2 * _rand(g, b, device=device) - 1)
-        cy = (1 - h) * (2 * _rand(g, b, device=device) - 1)
+        cx = (1 - w) * (2 * u["crop"][:, 2] - 1)
+        cy = (1 - h) * (2 * u["crop"][:, 3] - 1)
         m[:, 0, 0], m[:, 1, 1], m[:, 0, 2], m[:, 1, 2] = w, h, cx, cy
     if cfg.flip:
-        flip = torch.where(_rand(g, b, device=device) < 0.5, -1.0, 1.0)
+        flip = torch.where(u["flip"][:, 0] < 0.5, -1.0, 1.0)
         m = m @ torch.diag_embed(torch.stack([flip, torch.ones_like(flip), torch.ones_like(flip)], -1))
     for j in range(ops.shape[1]):
-        coin = _rand(g, b, device=device)
+        coin = u["geo_coin"][:, j]
         for k, name in enumerate(GEOMETRIC_OPS, start=len(COLOR_OPS)):
             on = (ops[:, j] == k) & apply[:, j]
             if not _any(on):
@@ -172,55 +210,43 @@ def geometric_matrix(b: int, cfg: AugmentConfig, ops: torch.Tensor, apply: torch
     return m[:, :2]
 
 
-def randaugment_choices(b: int, cfg: AugmentConfig, g: torch.Generator, device: torch.device):
-    """Which ops each sample gets, whether each is applied, and its magnitude/10."""
-    n = cfg.randaug_ops
-    ops = torch.randint(0, len(RANDAUG_OPS), (b, n), generator=g, device=device)
-    apply = _rand(g, b, n, device=device) < cfg.randaug_prob
-    magnitude = cfg.randaug_magnitude + cfg.randaug_std * torch.randn(b, n, generator=g, device=device)
-    return ops, apply, (magnitude.clamp(0, 10) / 10)
-
-
-def augment_images(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, fill: torch.Tensor) -> torch.Tensor:
+def augment_images(x: torch.Tensor, cfg: AugmentConfig, d: Draws, fill: torch.Tensor) -> torch.Tensor:
     """Crop, flip and RandAugment a float batch in [0, 1] (B, C, H, W); ``fill`` pads warped borders."""
-    b, device = x.shape[0], x.device
-    if cfg.randaug_ops > 0:
-        ops, apply, level = randaugment_choices(b, cfg, g, device)
-    else:
-        ops = torch.zeros(b, 0, dtype=torch.long, device=device)
-        apply, level = torch.zeros(b, 0, dtype=torch.bool, device=device), torch.zeros(b, 0, device=device)
+    b = x.shape[0]
+    ops, apply, level = randaugment_choices(cfg, d)
     if cfg.crop_scale is not None or cfg.flip or ops.numel():
-        theta = geometric_matrix(b, cfg, ops, apply, level, g, device)
+        theta = geometric_matrix(cfg, d, ops, apply, level)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         fill = fill.view(1, -1, 1, 1).to(x)
         x = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+    coins = _split(d)["colour_coin"]
     for j in range(ops.shape[1]):
-        coin = _rand(g, b, device=device)
         for k, name in enumerate(COLOR_OPS):
             on = (ops[:, j] == k) & apply[:, j]
             if _any(on):
-                x = torch.where(on.view(b, 1, 1, 1), _color_op(name, x, level[:, j], coin), x)
+                x = torch.where(on.view(b, 1, 1, 1), _color_op(name, x, level[:, j], coins[:, j]), x)
     return x
 
 
-def random_erasing(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
+def random_erasing(x: torch.Tensor, prob: float, d: Draws) -> torch.Tensor:
     """timm's RandomErasing (mode 'pixel'): one box of area 2-33 %, per-pixel normal noise."""
+    if prob <= 0 or d.noise is None:
+        return x
     b, c, h, w = x.shape
-    device = x.device
-    area = (0.02 + (1 / 3 - 0.02) * _rand(g, b, device=device)) * h * w
-    ratio = (math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * _rand(g, b, device=device)).exp()
+    u = _split(d)["erase"]
+    area = (0.02 + (1 / 3 - 0.02) * u[:, 0]) * h * w
+    ratio = (math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * u[:, 1]).exp()
     bh = (area * ratio).sqrt().round().long().clamp(1, h)
     bw = (area / ratio).sqrt().round().long().clamp(1, w)
-    top = (_rand(g, b, device=device) * (h - bh + 1)).long()
-    left = (_rand(g, b, device=device) * (w - bw + 1)).long()
-    on = _rand(g, b, device=device) < prob
-    rows = torch.arange(h, device=device).view(1, h, 1)
-    cols = torch.arange(w, device=device).view(1, 1, w)
+    top = (u[:, 2] * (h - bh + 1)).long()
+    left = (u[:, 3] * (w - bw + 1)).long()
+    on = u[:, 4] < prob
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
     in_rows = (rows >= top.view(-1, 1, 1)) & (rows < (top + bh).view(-1, 1, 1))
     in_cols = (cols >= left.view(-1, 1, 1)) & (cols < (left + bw).view(-1, 1, 1))
     box = in_rows & in_cols & on.view(-1, 1, 1)
-    noise = torch.randn(x.shape, generator=g, device=device, dtype=x.dtype)
-    return torch.where(box[:, None], noise, x)
+    return torch.where(box[:, None], d.noise.to(x.dtype), x)
 
 
 def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
@@ -261,13 +287,17 @@ class BatchAugment:
     """uint8 batch + labels -> normalized float batch + soft targets, per the recipe.
 
     ``mix`` switches mixup/cutmix for this call (the recipe turns them off after epoch 175 on
-    CIFAR-10).
+    CIFAR-10). ``compile=True`` compiles the per-sample part (everything but mixing) into a few
+    fused kernels: on a GPU the eager version is some hundred small launches per batch.
     """
 
-    def __init__(self, cfg: AugmentConfig, mean: tuple[float, ...], std: tuple[float, ...], num_classes: int) -> None:
+    def __init__(self, cfg: AugmentConfig, mean: tuple[float, ...], std: tuple[float, ...], num_classes: int,
+                 compile: bool = False) -> None:
         self.cfg, self.num_classes = cfg, num_classes
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
+        # Default mode, not CUDA graphs: mixing writes into the output, which must outlive the call.
+        self._per_sample = torch.compile(self._augment) if compile else self._augment
 
     def _stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mean.device != device:  # move once, not every batch
@@ -278,16 +308,31 @@ class BatchAugment:
         mean, std = self._stats(x_uint8.device)
         return (x_uint8.float().div_(255) - mean) / std
 
-    def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, g: torch.Generator, mix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.cfg
-        mean, std = self._stats(x_uint8.device)
-        x = x_uint8.float().div_(255)
-        x = augment_images(x, cfg, g, mean.view(-1))
-        x = (x - mean) / std
-        if cfg.erasing > 0:
-            x = random_erasing(x, cfg.erasing, g)
-        targets = soft_targets(y, self.num_classes, cfg.label_smoothing)
+    def _augment(self, x_uint8: torch.Tensor, d: Draws, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        x = augment_images(x_uint8.float() / 255, self.cfg, d, mean.view(-1))
+        return random_erasing((x - mean) / std, self.cfg.erasing, d)
+
+    def many(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Generator]],
+             mix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Several batches (one per seed, each with its own generator) in one pass: (N, B, C, H, W)
+        images and (N, B, classes) targets, the same as N calls of this object, in a Nth of the launches."""
+        cfg, n = self.cfg, len(batches)
+        mean, std = self._stats(batches[0][0].device)
+        draws = [draw(cfg, tuple(x.shape), g, x.device) for x, _, g in batches]
+        joined = Draws(*(None if parts[0] is None else torch.cat(parts) for parts in zip(*draws)))
+        x = self._per_sample(torch.cat([x for x, _, _ in batches]), joined, mean, std)
+        x = x.view(n, -1, *x.shape[1:])
+        targets = soft_targets(torch.cat([y for _, y, _ in batches]), self.num_classes, cfg.label_smoothing)
+        targets = targets.view(n, -1, self.num_classes)
         if mix:
-            # The host generator is derived from g's seed, which lives on the host: no sync.
-            x, targets, _ = mix_batch(x, targets, cfg, np.random.default_rng(derive_seed(g.initial_seed(), "mix")))
+            for i, (_, _, g) in enumerate(batches):
+                # The host generator is derived from g's seed, which lives on the host: no sync.
+                mixed, mixed_targets, kind = mix_batch(x[i], targets[i], cfg, np.random.default_rng(derive_seed(g.initial_seed(), "mix")))
+                if kind != "none":
+                    x[i], targets[i] = mixed, mixed_targets
         return x, targets
+
+    def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor, g: torch.Generator,
+                 mix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        x, targets = self.many([(x_uint8, y, g)], mix)
+        return x[0], targets[0]

@@ -33,7 +33,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .data import DATASETS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
 from .models import JOINS, VisionTransformer, create_model, describe, list_models, valid_combination
 from .pos_embed import PE_TYPES
-from .stack import SeedStack, split_weight_decay
+from .stack import SeedStack, adamw, split_weight_decay
 from .stream import StreamingImageFolder, open_imagefolder
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -198,6 +198,13 @@ def seed_noise(seeds: Iterable[int], epoch: int, step: int, rank: int | None = N
     """
     parts = (*seeds, epoch, step) if rank is None else (*seeds, epoch, step, rank)
     torch.manual_seed(derive_seed("noise", *parts))  # host-side: no device sync
+
+
+def augment_seeds(aug: BatchAugment, batch: dict[int, tuple[torch.Tensor, torch.Tensor]], epoch: int, step: int,
+                  device: torch.device, rank: int | None = None, mix: bool = True) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Every seed's (uint8 images, labels) -> (augmented images, soft targets), in one pass for all seeds."""
+    xs, targets = aug.many([(x, y, batch_generator(seed, epoch, step, device, rank)) for seed, (x, y) in batch.items()], mix)
+    return {seed: (xs[i], targets[i]) for i, seed in enumerate(batch)}
 
 
 def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
@@ -369,7 +376,7 @@ def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: 
         if cfg.stack_seeds:  # optimizer and step come from the SeedStack below
             arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, None, scaler, None))  # type: ignore[arg-type]
             continue
-        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+        optimizer = adamw(param_groups(model, cfg.weight_decay), cfg.lr)
         trained = _distributed(model, device)
         step = _make_step(trained, optimizer, scaler, dtype, cfg.compile, cfg.compile_mode)
         arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, optimizer, scaler, step))
@@ -478,7 +485,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     lead = rank == 0  # only the first process writes files and shows progress
     # Streamed images arrive already cropped by the loader's workers; the rest happens here on the device.
     aug = BatchAugment(replace(cfg.augment, crop_scale=None) if cfg.stream else cfg.augment, data.mean, data.std,
-                       data.num_classes)
+                       data.num_classes, compile=cfg.compile)
     arms = build_arms(cfg, data.num_classes, device, dtype, world)
     out = Path(cfg.out_dir) if cfg.out_dir else None
     start_epoch, wall = 0, 0.0
@@ -502,8 +509,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         t0 = time.perf_counter()
         for step, batch in enumerate(train_batches(data, seeds, epoch, cfg.batch_size, rank, world, device)):
             shard = rank if world > 1 else None
-            inputs = {seed: aug(images, labels, batch_generator(seed, epoch, step, device, shard), mix=mix)
-                      for seed, (images, labels) in batch.items()}
+            inputs = augment_seeds(aug, batch, epoch, step, device, shard, mix)
             for name, loss in train_step(arms, inputs, epoch, step, shard).items():
                 losses[name] += loss
             bar.update(1)
@@ -593,7 +599,7 @@ def measure_throughput(
                       augment=augment or AugmentConfig(), compile=compile_model, compile_mode=compile_mode, device=str(dev),
                       progress=False, img_size=img_size, stack_seeds=stack_seeds)
     arms = build_arms(cfg, num_classes, dev, dtype)
-    aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes)
+    aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes, compile=compile_model)
     g = torch.Generator().manual_seed(0)
     x_all = torch.randint(0, 256, (batch_size * 4, 3, img_size, img_size), generator=g, dtype=torch.uint8).to(dev)
     y_all = torch.randint(0, num_classes, (batch_size * 4,), generator=g).to(dev)
@@ -603,7 +609,7 @@ def measure_throughput(
     def run(n: int) -> None:
         for i in range(n):
             sl = slice((i % 4) * batch_size, (i % 4 + 1) * batch_size)
-            train_step(arms, {s: aug(x_all[sl], y_all[sl], batch_generator(s, 0, i, dev)) for s in range(n_models)}, 0, i)
+            train_step(arms, augment_seeds(aug, {s: (x_all[sl], y_all[sl]) for s in range(n_models)}, 0, i, dev), 0, i)
 
     run(warmup)
     _synchronize(dev)
@@ -680,7 +686,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides, e.g. depth=2")
     p.add_argument("--precision", choices=PRECISIONS, help="default auto")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the models and the augmentation")
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
     p.add_argument("--stack-seeds", action="store_true",
                    help="train the seeds of each (pe, join) as one vmapped model: one kernel launch serves every seed")
