@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU work the open issues need, each step inside one 10-minute device command. Run it on the
+# GPU machine from the repository root, with the CIFAR-10 archive in device_data/ (here, once:
+# mkdir -p device_data && cp ../shared/data/cifar10-jpeg.tar.xz device_data/ && echo /device_data/ >> .git/info/exclude;
+# then name device_data in the call's carry):
+#
+#   bash scripts/gpu_session.sh bench            # training images/s (issue 3), DeiT-Ti device-hours (issue 6),
+#                                                # augmentation images/s: merged into $OUT/benchmarks.json, augment.json
+#   bash scripts/gpu_session.sh train NAME ARGS  # python -m lape_lib.train ARGS into runs/NAME, ending on a checkpoint
+#                                                # before 9 minutes; call it again while the machine is warm to resume
+#
+# Each step leaves what it measured in $OUT (a train step: results.json, and a finished run's
+# seed-0 safetensors). runs/ lives only as long as the machine stays warm: a run must finish
+# inside one lease (a 6-arm checkpoint is ~270 MB, too big to come back through $OUT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 LAPE_DATA="${LAPE_DATA:-$PWD/device_data}"
+py=${PYTHON:-python3}
+out=${OUT:-runs/gpu_out}
+mkdir -p "$out"
+case "${1:-}" in
+  bench)
+    cp results/benchmarks.json results/augment.json "$out/"  # the GPU rows join the committed CPU rows
+    b=("$py" benchmarks/throughput.py --out "$out/benchmarks.json")
+    cg=(--compile --compile-mode reduce-overhead)
+    "${b[@]}" --steps 100
+    "${b[@]}" --steps 100 --no-reference "${cg[@]}"
+    "$py" benchmarks/augment.py --out "$out/augment.json"
+    "${b[@]}" --steps 50 --no-reference --n-models 6 "${cg[@]}"
+    "${b[@]}" --steps 50 --no-reference --n-models 3 --stack-seeds "${cg[@]}"
+    "${b[@]}" --steps 30 --no-reference --model timm/deit_tiny_patch16_224 --img-size 224 --num-classes 1000 \
+      --batch-size 256 --compile
+    ;;
+  train)
+    [ $# -ge 2 ] || { echo "usage: bash scripts/gpu_session.sh train NAME [lape_lib.train options]" >&2; exit 2; }
+    name=$2
+    shift 2
+    "$py" -m lape_lib.train "$@" --save-weights --no-progress --time-limit-minutes "${LIMIT_MINUTES:-8.5}" --out "runs/$name"
+    cp "runs/$name/results.json" "$out/$name-results.json"
+    cp "runs/$name"/*-s0.safetensors "$out/" 2>/dev/null || true  # written when the run is done
+    ;;
+  *)
+    echo "usage: bash scripts/gpu_session.sh bench | train NAME [lape_lib.train options]" >&2
+    exit 2
+    ;;
+esac
+echo "written to $out: $(ls "$out" | tr '\n' ' ')"
