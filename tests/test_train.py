@@ -39,6 +39,29 @@ def test_schedule_matches_recipe() -> None:
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
+def test_recipes_by_name_and_by_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    c100 = TrainConfig.recipe(dataset="cifar100")
+    assert (c100.lr, c100.warmup_lr, c100.mix_off_epoch, c100.dataset) == (6e-4, 1e-6, None, "cifar100")
+    assert c100.epochs == 300 and c100.batch_size == 128 and c100.weight_decay == 0.06  # the rest is CIFAR-10's
+    assert TrainConfig.recipe(dataset="cifar10") == TrainConfig()
+    kept = TrainConfig.recipe(dataset="cifar100", lr=None, mix_off_epoch=None, epochs=5, warmup_epochs=1)
+    assert (kept.lr, kept.mix_off_epoch, kept.epochs) == (6e-4, None, 5)  # None keeps the recipe's value
+    assert TrainConfig.recipe("cifar10", dataset="cifar100").lr == 5.5e-4  # a named recipe wins
+    assert TrainConfig(mix_off_epoch=-1).mix_off_epoch is None  # -1 spells "never"
+    with pytest.raises(ValueError, match=r"unknown recipe 'imagenet'; choose one of \('cifar10', 'cifar100', 'deit'\)"):
+        TrainConfig.recipe("imagenet")
+    with pytest.raises(ValueError, match="mix_off_epoch must be an epoch >= 0, or None / -1 for never; got -5"):
+        TrainConfig(mix_off_epoch=-5)
+    import lape_lib.train as T
+
+    seen: list = []
+    monkeypatch.setattr(T, "train", lambda cfg, **kw: seen.append(cfg) or {"arms": {}})
+    T.main(["--dataset", "cifar100", "--epochs", "20"])
+    assert (seen[-1].lr, seen[-1].mix_off_epoch, seen[-1].epochs) == (6e-4, None, 20)
+    T.main(["--dataset", "cifar100", "--lr", "1e-3", "--mix-off-epoch", "-1", "--recipe", "cifar100"])
+    assert (seen[-1].lr, seen[-1].mix_off_epoch) == (1e-3, None)
+
+
 def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
     torch.use_deterministic_algorithms(True)
     try:
