@@ -6,7 +6,7 @@
     (torchvision crop/flip, timm RandAugment rand-m9-mstd0.5-inc1, timm RandomErasing) and
     timm's Mixup on the batch, as Compact Transformers' train script does;
 (b) this trainer: the same recipe as batched tensor ops on the device, bf16/fp16 autocast on a
-    GPU, optionally torch.compile (``--compile``).
+    GPU, optionally torch.compile (``--compile``) or the whole step as one CUDA graph (``--cuda-graph``).
 Prints both, their ratio, peak GPU memory and the projected wall time of a 310-epoch
 ViT-Lite-7/4 CIFAR-10 run, and merges them into the JSON file under the device's name and the
 variant (model, batch, models, precision, compile). With ``--model timm/deit_tiny_patch16_224
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
     p.add_argument("--n-models", type=int, default=1, help="models (seeds) trained at once in (b), each on its own batch")
     p.add_argument("--stack-seeds", action="store_true", help="train the --n-models seeds as one vmapped model")
+    p.add_argument("--cuda-graph", action="store_true", help="replay each model's whole step from one CUDA graph (GPU)")
     p.add_argument("--model", default="vit_lite_7_4", help="(b)'s model, e.g. timm/deit_tiny_patch16_224 with --img-size 224")
     p.add_argument("--img-size", type=int, default=32)
     p.add_argument("--num-classes", type=int, default=10)
@@ -128,12 +129,13 @@ def main(argv: list[str] | None = None) -> dict:
     ref = None if args.no_reference or not cifar else reference_loop(args.steps, args.batch_size, workers, device)
     ours = measure_throughput(args.model, batch_size=args.batch_size, steps=args.steps, warmup=3, device=str(device),
                               compile_model=args.compile, compile_mode=args.compile_mode, n_models=args.n_models,
-                              img_size=args.img_size, num_classes=args.num_classes, stack_seeds=args.stack_seeds)
+                              img_size=args.img_size, num_classes=args.num_classes, stack_seeds=args.stack_seeds,
+                              cuda_graph=args.cuda_graph)
     env = environment()
     name = env["gpu"] or f"cpu ({env['cpu_threads']} threads)"
     variant = (f"{args.model}@{args.img_size} b{args.batch_size} x{args.n_models} {ours['precision'].replace('torch.', '')}"
                + (f" compile={args.compile_mode or 'default'}" if args.compile else " eager")
-               + (" stacked" if args.stack_seeds else ""))
+               + (" stacked" if args.stack_seeds else "") + (" cuda-graph" if args.cuda_graph else ""))
     per_model = ours["images_per_s"] / args.n_models
     command = "python benchmarks/throughput.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a)
     row = {
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         "reference_images_per_s": ref, "reference_workers": workers if ref is not None else None,
         "trainer_images_per_s": ours["images_per_s"], "trainer_precision": ours["precision"], "trainer_compile": args.compile,
         "trainer_compile_mode": args.compile_mode, "trainer_models": args.n_models, "trainer_stack_seeds": args.stack_seeds,
+        "trainer_cuda_graph": args.cuda_graph,
         "speedup": ours["images_per_s"] / ref if ref else None, "peak_gpu_memory_gb": ours["peak_gpu_memory_gb"],
         "command": command,
     }

@@ -33,23 +33,30 @@ def split_weight_decay(named: Iterable[tuple[str, torch.Tensor]], weight_decay: 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
+def adamw(groups: list[dict[str, Any]], lr: float, capturable: bool = False) -> torch.optim.AdamW:
     """AdamW over ``groups``; on a GPU its fused kernel, a few launches per step instead of a
-    dozen per group (the step is launch-bound). The CPU keeps PyTorch's default implementation."""
-    on_gpu = any(p.is_cuda for group in groups for p in group["params"])
-    return torch.optim.AdamW(groups, lr=lr, fused=True if on_gpu else None)
+    dozen per group (the step is launch-bound). The CPU keeps PyTorch's default implementation.
+
+    ``capturable``: for a step captured in a CUDA graph (``lape_lib.graphs``): the lr becomes a
+    device tensor (set it with ``graphs.set_lr``) and the step counters live on the device.
+    """
+    device = next(p.device for group in groups for p in group["params"])
+    if capturable:
+        return torch.optim.AdamW(groups, lr=torch.tensor(lr, device=device), capturable=True, foreach=True)
+    return torch.optim.AdamW(groups, lr=lr, fused=True if device.type == "cuda" else None)
 
 
 class SeedStack:
     """Models of identical structure (one per seed) trained together by one AdamW over stacked weights.
 
     ``step(xs, targets)`` takes (N, B, ...) inputs, one batch per model, and returns the N losses.
-    Dropout and stochastic depth draw different randomness for each model.
+    Dropout and stochastic depth draw different randomness for each model. ``capturable=True``
+    builds the optimizer (and autocast) for a step captured as a CUDA graph (``lape_lib.graphs``).
     """
 
     def __init__(self, models: Sequence[nn.Module], loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *,
                  lr: float, weight_decay: float, dtype: torch.dtype, compile_model: bool = False,
-                 compile_mode: str | None = None) -> None:
+                 compile_mode: str | None = None, capturable: bool = False) -> None:
         if dtype == torch.float16:
             raise ValueError("stacked seeds share one gradient scaler under fp16, so one seed's overflow would skip "
                              "every seed's step; use precision 'bf16' or 'fp32', or train the seeds unstacked")
@@ -65,12 +72,12 @@ class SeedStack:
         for module in self.template.modules():  # vmap has no batching rule for fused attention kernels
             if hasattr(module, "fused_attn"):
                 module.fused_attn = False
-        self.optimizer = adamw(split_weight_decay(self.params.items(), weight_decay, stacked_axes=1), lr)
+        self.optimizer = adamw(split_weight_decay(self.params.items(), weight_decay, stacked_axes=1), lr, capturable)
         device_type = next(iter(self.params.values())).device.type
 
         def loss(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor,
                  targets: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32, cache_enabled=not capturable):
                 logits = functional_call(self.template, (params, buffers), (x,))
             return loss_fn(logits, targets)
 

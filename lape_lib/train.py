@@ -31,6 +31,7 @@ from . import __version__
 from .augment import AugmentConfig, BatchAugment, derive_seed
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights
 from .data import DATASETS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
+from .graphs import GraphedStep, load_optimizer_state, portable_optimizer_state, set_lr
 from .models import JOINS, VisionTransformer, create_model, describe, list_models, valid_combination
 from .pos_embed import PE_TYPES
 from .stack import SeedStack, adamw, split_weight_decay
@@ -41,7 +42,7 @@ RECIPES = ("cifar10", "cifar100", "deit")
 DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
 TIMM_PREFIX = "timm/"
 # Fields that do not change what is computed: a checkpoint may be resumed under other values.
-_RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "eval_every", "progress", "save_weights", "data_root",
+_RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "cuda_graph", "eval_every", "progress", "save_weights", "data_root",
                    "workers")
 
 
@@ -76,6 +77,7 @@ class TrainConfig:
     compile: bool = False
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs) on a GPU
     stack_seeds: bool = False  # train the seeds of each (pe, join) as one vmapped model (lape_lib.stack)
+    cuda_graph: bool = False  # replay each model's whole step from one CUDA graph (lape_lib.graphs): GPU, bf16/fp32
     device: str = "auto"
     eval_every: int = 1
     out_dir: str | None = None
@@ -122,6 +124,8 @@ class TrainConfig:
                 "dataset='toy' labels are positions, which flips, crops and RandAugment's geometry change; "
                 "use augment=AugmentConfig.off() (CLI: --no-augment)"
             )
+        if self.cuda_graph and self.compile:
+            raise ValueError("cuda_graph and compile are alternatives: the graph captures the eager step; choose one")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
         if not self.joins or not self.pes or not self.seeds:
@@ -360,12 +364,13 @@ def _distributed(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, dtype: torch.dtype,
-               compile_model: bool, compile_mode: str | None = None):
+               compile_model: bool, compile_mode: str | None = None, graphed: bool = False):
     forward = torch.compile(model, mode=compile_mode) if compile_model else model
     device_type = next(model.parameters()).device.type
 
     def step(x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+        # A captured step must not keep autocast's cache of cast weights (PyTorch's CUDA-graph rule).
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32, cache_enabled=not graphed):
             loss = soft_cross_entropy(forward(x), targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -389,7 +394,18 @@ def build_model(cfg: TrainConfig, pe: str, join: str, num_classes: int) -> nn.Mo
     return create_model(cfg.model, num_classes=num_classes, img_size=cfg.img_size, pe=pe, join=join, **cfg.model_overrides)
 
 
+def _check_cuda_graph(device: torch.device, dtype: torch.dtype, world: int) -> None:
+    if device.type != "cuda":
+        raise ValueError(f"cuda_graph needs a CUDA device; this run is on {device}")
+    if dtype == torch.float16:
+        raise ValueError("cuda_graph cannot capture fp16's gradient scaler (it syncs with the host); use precision 'bf16' or 'fp32'")
+    if world > 1:
+        raise ValueError("cuda_graph is for one process; under torchrun train without it")
+
+
 def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: torch.dtype, world: int = 1) -> list[Arm]:
+    if cfg.cuda_graph:
+        _check_cuda_graph(device, dtype, world)
     arms = []
     for seed, pe, join in cfg.arms():
         torch.manual_seed(seed)  # the same seed draws the same initial weights for every join
@@ -398,9 +414,11 @@ def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: 
         if cfg.stack_seeds:  # optimizer and step come from the SeedStack below
             arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, None, scaler, None))  # type: ignore[arg-type]
             continue
-        optimizer = adamw(param_groups(model, cfg.weight_decay), cfg.lr)
+        optimizer = adamw(param_groups(model, cfg.weight_decay), cfg.lr, capturable=cfg.cuda_graph)
         trained = _distributed(model, device)
-        step = _make_step(trained, optimizer, scaler, dtype, cfg.compile, cfg.compile_mode)
+        step = _make_step(trained, optimizer, scaler, dtype, cfg.compile, cfg.compile_mode, graphed=cfg.cuda_graph)
+        if cfg.cuda_graph:
+            step = GraphedStep(step, lambda m=model: [*m.parameters(), *m.buffers()], optimizer)
         arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, optimizer, scaler, step))
     if cfg.stack_seeds:
         if world > 1:
@@ -408,7 +426,10 @@ def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: 
         for pe, join in dict.fromkeys((a.pe, a.join) for a in arms):
             members = [a for a in arms if (a.pe, a.join) == (pe, join)]
             stack = SeedStack([a.model for a in members], soft_cross_entropy, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                              dtype=dtype, compile_model=cfg.compile, compile_mode=cfg.compile_mode)
+                              dtype=dtype, compile_model=cfg.compile, compile_mode=cfg.compile_mode, capturable=cfg.cuda_graph)
+            if cfg.cuda_graph:
+                stack.step = GraphedStep(stack.step, lambda s=stack: [*s.params.values(), *s.buffers.values()],  # type: ignore[method-assign]
+                                         stack.optimizer)
             for a in members:
                 a.stack, a.optimizer = stack, stack.optimizer
     return arms
@@ -523,8 +544,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     for epoch in range(start_epoch, end_epoch):
         lr = lr_at(epoch, cfg)
         for arm in arms:
-            for group in arm.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(arm.optimizer, lr)
         mix = cfg.mix_off_epoch is None or epoch < cfg.mix_off_epoch
         losses = {arm.name: torch.zeros((), device=device) for arm in arms}
         _synchronize(device)
@@ -585,7 +605,7 @@ def _snapshot(arms: list[Arm], next_epoch: int, wall: float) -> dict[str, Any]:
         "arms": {
             a.name: {
                 "model": a.model.state_dict(),
-                "optimizer": a.optimizer.state_dict() if leaders[id(a.optimizer)] == a.name else None,
+                "optimizer": portable_optimizer_state(a.optimizer) if leaders[id(a.optimizer)] == a.name else None,
                 "scaler": a.scaler.state_dict(), "history": json.dumps(a.history),
             } for a in arms
         },
@@ -598,7 +618,7 @@ def _restore(state: dict[str, Any], arms: list[Arm]) -> tuple[int, float]:
         saved = state["arms"][arm.name]
         arm.model.load_state_dict(saved["model"])  # stacked arms: copies into their views of the stack
         if saved["optimizer"] is not None:
-            arm.optimizer.load_state_dict(saved["optimizer"])
+            load_optimizer_state(arm.optimizer, saved["optimizer"])
         arm.scaler.load_state_dict(saved["scaler"])
         arm.history = json.loads(saved["history"])
     return int(state["epoch"]), float(state["wall_s"])
@@ -608,7 +628,7 @@ def measure_throughput(
     model: str = "vit_lite_7_4", *, batch_size: int = 128, steps: int = 20, warmup: int = 3, device: str = "auto",
     precision: str = "auto", compile_model: bool = False, compile_mode: str | None = None,
     augment: AugmentConfig | None = None, n_models: int = 1, model_overrides: dict[str, Any] | None = None,
-    img_size: int = 32, num_classes: int = 10, stack_seeds: bool = False,
+    img_size: int = 32, num_classes: int = 10, stack_seeds: bool = False, cuda_graph: bool = False,
 ) -> dict[str, Any]:
     """Training images/s of this trainer's step (augmentation included) on synthetic uint8 data
     already on the device (so a streamed loader's decoding is not included).
@@ -619,7 +639,7 @@ def measure_throughput(
     dtype = resolve_precision(precision, dev)
     cfg = TrainConfig(model=model, joins=("lape",), seeds=tuple(range(n_models)), model_overrides=model_overrides or {},
                       augment=augment or AugmentConfig(), compile=compile_model, compile_mode=compile_mode, device=str(dev),
-                      progress=False, img_size=img_size, stack_seeds=stack_seeds)
+                      progress=False, img_size=img_size, stack_seeds=stack_seeds, cuda_graph=cuda_graph)
     arms = build_arms(cfg, num_classes, dev, dtype)
     aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes, compile=compile_model)
     g = torch.Generator().manual_seed(0)
@@ -641,7 +661,7 @@ def measure_throughput(
     seconds = time.perf_counter() - t0
     return {
         "model": model, "img_size": img_size, "batch_size": batch_size, "n_models": n_models, "device": str(dev), "precision": str(dtype),
-        "compile": compile_model, "compile_mode": compile_mode, "stack_seeds": stack_seeds, "images_per_s": steps * batch_size * n_models / seconds,
+        "compile": compile_model, "compile_mode": compile_mode, "stack_seeds": stack_seeds, "cuda_graph": cuda_graph, "images_per_s": steps * batch_size * n_models / seconds,
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
     }
 
@@ -712,6 +732,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, help="default auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the models and the augmentation")
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="GPU: replay each model's whole step (forward, backward, AdamW) from one CUDA graph; not with --compile")
     p.add_argument("--stack-seeds", action="store_true",
                    help="train the seeds of each (pe, join) as one vmapped model: one kernel launch serves every seed")
     p.add_argument("--device", help="default auto")

@@ -30,6 +30,11 @@ case "${1:-}" in
     "${b[@]}" --steps 50 --no-reference --n-models 3 --stack-seeds "${cg[@]}"
     "${b[@]}" --steps 30 --no-reference --model timm/deit_tiny_patch16_224 --img-size 224 --num-classes 1000 \
       --batch-size 256 --compile
+    # The whole step as one CUDA graph: never run on a GPU before, so a failure here is reported, not fatal.
+    for extra in "--n-models 1" "--n-models 6" "--n-models 3 --stack-seeds"; do
+      # shellcheck disable=SC2086
+      "${b[@]}" --steps 100 --no-reference --cuda-graph $extra || echo "cuda-graph row ($extra) failed"
+    done
     ;;
   train)
     [ $# -ge 2 ] || { echo "usage: bash scripts/gpu_session.sh train NAME [lape_lib.train options]" >&2; exit 2; }

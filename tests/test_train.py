@@ -98,8 +98,8 @@ def test_joins_of_one_seed_see_identical_batches(monkeypatch: pytest.MonkeyPatch
 
     original = T._make_step
 
-    def spy(model, *args):
-        step = original(model, *args)
+    def spy(model, *args, **kwargs):
+        step = original(model, *args, **kwargs)
 
         def wrapped(x, t):
             seen.setdefault(model.join + str(id(model)), []).append(x.clone())
