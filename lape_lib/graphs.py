@@ -76,8 +76,12 @@ def steps_undone(tensors: list[torch.Tensor], optimizer: torch.optim.Optimizer) 
             t.copy_(saved)
         for p, s in optimizer.state.items():
             for key, value in s.items():
-                if isinstance(value, torch.Tensor):
-                    value.copy_(before[p][key]) if p in before else value.zero_()
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if p in before:
+                    value.copy_(before[p][key])
+                else:
+                    value.zero_()
 
 
 class GraphedStep:

@@ -394,7 +394,10 @@ def build_model(cfg: TrainConfig, pe: str, join: str, num_classes: int) -> nn.Mo
     return create_model(cfg.model, num_classes=num_classes, img_size=cfg.img_size, pe=pe, join=join, **cfg.model_overrides)
 
 
-def _check_cuda_graph(device: torch.device, dtype: torch.dtype, world: int) -> None:
+def _check_cuda_graph(cfg: TrainConfig, device: torch.device, dtype: torch.dtype, world: int = 1) -> None:
+    """Refuse, before any data is read, a ``cuda_graph`` run that cannot be captured."""
+    if not cfg.cuda_graph:
+        return
     if device.type != "cuda":
         raise ValueError(f"cuda_graph needs a CUDA device; this run is on {device}")
     if dtype == torch.float16:
@@ -404,8 +407,6 @@ def _check_cuda_graph(device: torch.device, dtype: torch.dtype, world: int) -> N
 
 
 def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: torch.dtype, world: int = 1) -> list[Arm]:
-    if cfg.cuda_graph:
-        _check_cuda_graph(device, dtype, world)
     arms = []
     for seed, pe, join in cfg.arms():
         torch.manual_seed(seed)  # the same seed draws the same initial weights for every join
@@ -520,6 +521,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
     dtype = resolve_precision(cfg.precision, device)
+    _check_cuda_graph(cfg, device, dtype, world)
     data = load_data(cfg).to(device)
     if data.n_train < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({data.n_train})")
@@ -640,6 +642,7 @@ def measure_throughput(
     cfg = TrainConfig(model=model, joins=("lape",), seeds=tuple(range(n_models)), model_overrides=model_overrides or {},
                       augment=augment or AugmentConfig(), compile=compile_model, compile_mode=compile_mode, device=str(dev),
                       progress=False, img_size=img_size, stack_seeds=stack_seeds, cuda_graph=cuda_graph)
+    _check_cuda_graph(cfg, dev, dtype)
     arms = build_arms(cfg, num_classes, dev, dtype)
     aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes, compile=compile_model)
     g = torch.Generator().manual_seed(0)
