@@ -283,6 +283,11 @@ def mix_batch(x: torch.Tensor, targets: torch.Tensor, cfg: AugmentConfig,
     return x, targets * lam + targets.flip(0) * (1 - lam), "cutmix" if use_cutmix else "mixup"
 
 
+def _cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat`` without the copy when there is one tensor (a one-seed run, every step)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors))
+
+
 class BatchAugment:
     """uint8 batch + labels -> normalized float batch + soft targets, per the recipe.
 
@@ -319,10 +324,10 @@ class BatchAugment:
         cfg, n = self.cfg, len(batches)
         mean, std = self._stats(batches[0][0].device)
         draws = [draw(cfg, tuple(x.shape), g, x.device) for x, _, g in batches]
-        joined = Draws(*(None if parts[0] is None else torch.cat(parts) for parts in zip(*draws)))
-        x = self._per_sample(torch.cat([x for x, _, _ in batches]), joined, mean, std)
+        joined = Draws(*(None if parts[0] is None else _cat(parts) for parts in zip(*draws)))
+        x = self._per_sample(_cat([x for x, _, _ in batches]), joined, mean, std)
         x = x.view(n, -1, *x.shape[1:])
-        targets = soft_targets(torch.cat([y for _, y, _ in batches]), self.num_classes, cfg.label_smoothing)
+        targets = soft_targets(_cat([y for _, y, _ in batches]), self.num_classes, cfg.label_smoothing)
         targets = targets.view(n, -1, self.num_classes)
         if mix:
             for i, (_, _, g) in enumerate(batches):
