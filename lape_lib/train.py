@@ -247,11 +247,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether a CUDA device computes bf16 in hardware: compute capability 8.0 or later (A100, L4, H100).
+
+    ``torch.cuda.is_bf16_supported()`` also says yes on older GPUs such as Colab's T4 (7.5),
+    where bf16 is only emulated and runs far slower than fp16, so "auto" asks this instead.
+    """
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype: "auto" is bf16 on GPUs with native bf16, fp16 (with a gradient scaler) on
+    older ones (T4, V100), fp32 on CPU."""
     if name == "auto":
         if device.type != "cuda":
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # T4: fp16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     if name in ("bf16", "fp16") and device.type != "cuda":
         return torch.bfloat16 if name == "bf16" else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]

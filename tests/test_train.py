@@ -80,6 +80,46 @@ def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
     assert [h["train_loss"] for h in a["arms"]["learnable-lape-s0"]["history"]] == [h["train_loss"] for h in b["arms"]["learnable-lape-s0"]["history"]]
 
 
+def test_fp16_trains_with_a_gradient_scaler_and_resumes(tmp_path: Path) -> None:
+    """The T4 path (fp16 autocast + GradScaler), run on CPU: the scaler is live, saved and restored."""
+    cfg = dict(epochs=2, cooldown_epochs=0)
+    torch.use_deterministic_algorithms(True)
+    try:
+        fp32 = train(tiny(out_dir=str(tmp_path / "fp32"), **cfg))
+        straight = train(tiny(out_dir=str(tmp_path / "a"), precision="fp16", **cfg))
+        train(tiny(out_dir=str(tmp_path / "b"), precision="fp16", **cfg), stop_after_epochs=1)
+        resumed = train(tiny(out_dir=str(tmp_path / "b"), precision="fp16", **cfg))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    for name, arm in saved["arms"].items():
+        assert arm["scaler"]["scale"] > 1, name  # an enabled scaler; a disabled one saves {}
+    for name, state in weights(straight).items():
+        assert any(not torch.equal(value, weights(fp32)[name][key]) for key, value in state.items()), name
+        for key, value in state.items():
+            torch.testing.assert_close(weights(resumed)[name][key], value, rtol=0, atol=0, msg=f"{name}.{key}")
+    assert all(h["train_loss"] == h["train_loss"] for a in resumed["arms"].values() for h in a["history"])  # no NaN
+
+
+@pytest.mark.parametrize(("capability", "hip", "expected"), [
+    ((7, 5), None, torch.float16),   # T4: bf16 is only emulated there, so not "auto"'s choice
+    ((7, 0), None, torch.float16),   # V100
+    ((8, 0), None, torch.bfloat16),  # A100
+    ((9, 0), None, torch.bfloat16),  # H100
+    ((9, 0), "6.0", torch.bfloat16),  # ROCm
+])
+def test_auto_precision_uses_bf16_only_where_the_gpu_has_it(
+        monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], hip: str | None, expected: torch.dtype) -> None:
+    from lape_lib.train import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch says on a T4 too
+    monkeypatch.setattr(torch.version, "hip", hip)
+    assert resolve_precision("auto", torch.device("cuda")) == expected
+    assert resolve_precision("fp16", torch.device("cuda")) == torch.float16
+    assert resolve_precision("auto", torch.device("cpu")) == torch.float32
+
+
 def test_time_limit_ends_on_a_checkpoint_and_resumes(tmp_path: Path) -> None:
     out = str(tmp_path / "run")
     first = main(["--dataset", "toy", "--no-augment", "--n-train", "64", "--n-test", "32", "--epochs", "3",
