@@ -488,6 +488,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
     the last epoch that fits in that many seconds (judged from the epochs so far, so a Colab
     session or a 10-minute job ends on a checkpoint). Run it again to resume.
     """
+    if stop_after_epochs is not None and stop_after_epochs < 1:
+        raise ValueError(f"stop_after_epochs must be at least 1 (or None: run to the end); got {stop_after_epochs}")
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise ValueError(f"the time limit must be a positive number of seconds (or None: no limit); got {time_limit_s}")
     rank, world, owned = init_distributed(cfg.device)
     try:
         return _train(cfg, resume, stop_after_epochs, rank, world, time_limit_s)

@@ -74,6 +74,26 @@ def test_papermill_executes(name: str, tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["02_train_vitlite_cifar.ipynb", "04_pe_types_and_joins.ipynb"])
+def test_time_limit_ends_a_training_notebook_mid_run_and_the_next_run_resumes(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Colab path: a call cut short still shows its (mid-run) results; running again continues."""
+    import papermill as pm
+
+    monkeypatch.setenv("LAPE_SMOKE", "1")
+    params = dict(CPU_PRESETS[name], output_dir=str(tmp_path))
+    for minutes, expected in ((1e-6, "mid-run"), (None, None)):
+        out = tmp_path / f"{minutes}-{name}"
+        pm.execute_notebook(str(NOTEBOOK_DIR / name), str(out), parameters={**params, "time_limit_minutes": minutes},
+                            cwd=str(tmp_path), progress_bar=False)
+        text = "".join(o.get("text", "") for c in read(out).cells if c.cell_type == "code" for o in c.outputs)
+        assert ("this run has not reached its last epoch" in text) == (expected == "mid-run")
+    results = json.loads(next((tmp_path / "smoke").glob("*/results.json")).read_text())
+    assert results["done"] and all(len(a["history"]) == results["config"]["epochs"] + results["config"]["cooldown_epochs"]
+                                   for a in results["arms"].values())
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,params,needle",
     [

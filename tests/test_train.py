@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,17 @@ def test_results_json_and_weights(tmp_path: Path) -> None:
     model = load_model(tmp_path / "sin2d-lape-s0.safetensors")
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model(x), res["models"]["sin2d-lape-s0"].eval()(x), atol=5e-2, rtol=5e-2)  # fp16 weights
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"stop_after_epochs": 0}, "stop_after_epochs must be at least 1 (or None: run to the end); got 0"),
+    ({"time_limit_s": -60.0}, "the time limit must be a positive number of seconds (or None: no limit); got -60.0"),
+    ({"time_limit_s": float("nan")}, "positive number of seconds (or None: no limit); got nan"),
+])
+def test_bad_call_limits_are_refused_before_any_work(kwargs: dict, needle: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        train(tiny(out_dir=str(tmp_path)), **kwargs)
+    assert not list(tmp_path.iterdir())
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
