@@ -74,7 +74,7 @@ def test_unfused_attention_matches_the_fused_kernel(name: str, pe: str, join: st
 
 
 def test_stacking_refuses_fp16_and_several_processes() -> None:
-    with pytest.raises(ValueError, match="use precision 'bf16' or 'fp32'"):
+    with pytest.raises(ValueError, match=r"use precision 'fp32' \('bf16' on a GPU that has it natively: not a T4\)"):
         SeedStack([create_model("vit_lite_7_4", **NO_DROPOUT)], soft_cross_entropy, lr=1e-3, weight_decay=0.0,
                   dtype=torch.float16)
     with pytest.raises(ValueError, match="under torchrun train the seeds unstacked"):
