@@ -27,6 +27,7 @@ class Param:
     choices: Sequence[Any] | None = None
     smoke: Any = _UNSET  # the value smoke mode uses (a callable: made from the notebook's); unset: keep it
     each: bool = False  # the value is a list whose *items* must be among ``choices``
+    positive: bool = False  # a number must be > 0 (None, where allowed, passes)
 
 
 def smoke_mode() -> bool:
@@ -47,8 +48,8 @@ def _type_names(types: type | tuple[type, ...]) -> str:
 def check(namespace: Mapping[str, Any], spec: Mapping[str, Param], *, quiet: bool = False) -> SimpleNamespace:
     """Validate the notebook's parameters and return them (smoke values applied) as a namespace.
 
-    Raises ValueError naming the first parameter that is missing, of the wrong type, or not
-    among its choices, with what would be valid.
+    Raises ValueError naming the first parameter that is missing, of the wrong type, not
+    among its choices or not positive where it must be, with what would be valid.
     """
     smoke = smoke_mode()
     values: dict[str, Any] = {}
@@ -63,6 +64,8 @@ def check(namespace: Mapping[str, Any], spec: Mapping[str, Param], *, quiet: boo
             value = float(value)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ValueError(f"parameter {name}={value!r} has type {type(value).__name__}; expected {_type_names(p.types)}")
+        if p.positive and value is not None and not value > 0:
+            raise ValueError(f"parameter {name}={value!r} must be a positive number" + (" or None" if type(None) in types else ""))
         if p.choices is not None:
             items = list(value) if p.each else [value]
             bad = [v for v in items if v not in p.choices]

@@ -785,9 +785,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kwargs["model_overrides"] = dict(_parse_override(o) for o in args["override"])
     if args.get("no_augment"):
         kwargs["augment"] = AugmentConfig.off()
+    limit = args["time_limit_minutes"]
+    if limit is not None and not limit > 0:
+        raise SystemExit(f"error: --time-limit-minutes must be a positive number of minutes; got {limit:g}")
     try:
         cfg = TrainConfig.recipe(args["recipe"], **kwargs)
-        limit = args["time_limit_minutes"]
         results = train(cfg, stop_after_epochs=args["stop_after_epochs"], time_limit_s=None if limit is None else 60 * limit)
     except (ValueError, NonFiniteLossError, DataError) as err:  # CheckpointMismatchError is a ValueError
         raise SystemExit(f"error: {err}") from None

@@ -10,7 +10,7 @@ SPEC = {
     "model": Param(str, ("a", "b")),
     "joins": Param(list, ("add", "lape"), each=True, smoke=["add"]),
     "lr": Param(float),
-    "n_train": Param((int, type(None)), smoke=10),
+    "n_train": Param((int, type(None)), smoke=10, positive=True),
     "output_dir": Param(str, smoke=smoke_subfolder),
 }
 GOOD = {"model": "a", "joins": ["add", "lape"], "lr": 1, "n_train": None, "output_dir": "runs/nb"}
@@ -39,6 +39,8 @@ def test_smoke_mode_swaps_values_and_moves_the_output_folder(monkeypatch: pytest
         ({"lr": "fast"}, "parameter lr='fast' has type str; expected float"),
         ({"n_train": 1.5}, "expected int or None"),
         ({"n_train": True}, "has type bool"),
+        ({"n_train": 0}, "parameter n_train=0 must be a positive number or None"),
+        ({"n_train": -5}, "parameter n_train=-5 must be a positive number or None"),
     ],
 )
 def test_bad_values_name_what_is_valid(change: dict, needle: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,6 +100,7 @@ def test_time_limit_ends_a_training_notebook_mid_run_and_the_next_run_resumes(
         ("02_train_vitlite_cifar.ipynb", {"epochs": "ten"}, "parameter epochs='ten' has type str; expected int"),
         ("02_train_vitlite_cifar.ipynb", {"model": "vit_lite_9_4"}, "'vit_lite_9_4' is not valid"),
         ("04_pe_types_and_joins.ipynb", {"joins": ["add", "concat"]}, "'concat' is not valid"),
+        ("04_pe_types_and_joins.ipynb", {"time_limit_minutes": -5}, "time_limit_minutes=-5.0 must be a positive number or None"),
         ("00_setup.ipynb", {"dataset": "mnist"}, "'mnist' is not valid; choose from ['cifar10', 'cifar100']"),
     ],
 )

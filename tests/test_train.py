@@ -298,3 +298,5 @@ def test_cli_runs_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "learnable-lape-s0" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown model override"):
         main(args[:-2] + ["--override", "depht=1"])
+    with pytest.raises(SystemExit, match="--time-limit-minutes must be a positive number of minutes; got -3"):
+        main(args + ["--time-limit-minutes", "-3"])
