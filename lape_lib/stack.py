@@ -59,7 +59,8 @@ class SeedStack:
                  compile_mode: str | None = None, capturable: bool = False) -> None:
         if dtype == torch.float16:
             raise ValueError("stacked seeds share one gradient scaler under fp16, so one seed's overflow would skip "
-                             "every seed's step; use precision 'fp32' ('bf16' on a GPU that has it natively: not a T4), or train the seeds unstacked")
+                             "every seed's step; use precision 'fp32' ('bf16' on a GPU that has it natively: "
+                             "not a T4), or train the seeds unstacked")
         self.models = list(models)
         self.params, self.buffers = stack_module_state(self.models)
         for name, stacked in self.params.items():

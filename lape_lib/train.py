@@ -414,7 +414,8 @@ def _check_cuda_graph(cfg: TrainConfig, device: torch.device, dtype: torch.dtype
     if device.type != "cuda":
         raise ValueError(f"cuda_graph needs a CUDA device; this run is on {device}")
     if dtype == torch.float16:
-        raise ValueError("cuda_graph cannot capture fp16's gradient scaler (it syncs with the host); use precision 'fp32' ('bf16' on a GPU that has it natively: not a T4)")
+        raise ValueError("cuda_graph cannot capture fp16's gradient scaler (it syncs with the host); "
+                         "use precision 'fp32' ('bf16' on a GPU that has it natively: not a T4)")
     if world > 1:
         raise ValueError("cuda_graph is for one process; under torchrun train without it")
 
