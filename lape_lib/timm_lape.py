@@ -3,6 +3,9 @@
     import timm, lape_lib
     model = lape_lib.lapeify(timm.create_model("deit_tiny_patch16_224", pretrained=False))
 
+DeiT's distilled models (a distillation token beside the class token), register tokens and
+``no_embed_class`` are supported.
+
 The returned module wraps the timm model (its weights untouched, under ``vit.``), gives every
 block a PE LayerNorm (``vit.blocks.<i>.pe_norm``, γ=1, β=0, the block's own eps), and runs the
 chained form of the official LaPE code: no PE at the input, P_l = LNpe_l(P_{l-1}) added to each
@@ -71,7 +74,9 @@ class LaPEVisionTransformer(nn.Module):
         vit = self.vit
         if not self.lape:
             return vit._pos_embed(x)
-        prefix = [t.expand(x.shape[0], -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        # timm's prefix order: class token, then DeiT's distillation token, then register tokens
+        tokens = (getattr(vit, name, None) for name in ("cls_token", "dist_token", "reg_token"))
+        prefix = [t.expand(x.shape[0], -1, -1) for t in tokens if t is not None]
         x = x.reshape(x.shape[0], -1, x.shape[-1])
         return vit.pos_drop(torch.cat(prefix + [x], dim=1) if prefix else x)
 

@@ -15,6 +15,7 @@ CASES = {
     "deit_tiny_patch16_224": dict(img_size=32, patch_size=8, depth=3),
     "vit_small_patch16_224": dict(img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=3),
     "vit_small_patch16_224-avgpool": dict(img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=3, class_token=False, global_pool="avg"),
+    "deit_tiny_distilled_patch16_224": dict(img_size=32, patch_size=8, depth=2),  # class + distillation token
     "vit_base_patch16_224-noembedcls": dict(img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=3, no_embed_class=True, reg_tokens=2),
 }
 
