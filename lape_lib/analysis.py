@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import LAPE_JOINS, VisionTransformer
+from .models import LAPE_JOINS, Block, VisionTransformer
+from .pos_embed import RelativePositionBias
 
 
 @torch.no_grad()
@@ -30,17 +31,21 @@ def per_layer_pe(model: nn.Module, include_class_token: bool = False) -> torch.T
 
     if isinstance(model, (LaPEVisionTransformer, TimmViT)):
         return _timm_per_layer_pe(model, include_class_token)
+    if not isinstance(model, VisionTransformer):
+        raise TypeError(f"per_layer_pe takes a lape_lib VisionTransformer (create_model), a timm VisionTransformer "
+                        f"or a lapeified one; got {type(model).__name__}")
     if model.pe_type in ("none", "rpe"):
         hint = "; for a relative bias use per_layer_attn_bias" if model.pe_type == "rpe" else ""
         raise ValueError(f"per_layer_pe needs a model with an absolute position embedding, but pe={model.pe_type!r}{hint}")
     if model.join in LAPE_JOINS:
-        pes = [p[0] for p in model.layer_pes()]
+        pes = [p[0] for p in model.layer_pes() if p is not None]  # every layer has one under a LaPE join
     else:
         raws = [p() for p in model.layer_pos_embeds] if model.layer_pos_embeds is not None else None
         raw = model.pos_embed() if model.pos_embed is not None else None
+        blocks = cast(list[Block], list(model.blocks))
         pes = [
-            block.norm1(raws[i] if raws is not None else raw)[0]  # type: ignore[index]
-            for i, block in enumerate(model.blocks)
+            block.norm1(raws[i] if raws is not None else raw)[0]
+            for i, block in enumerate(blocks)
         ]
     out = torch.stack([p.float() for p in pes])
     if model.cls_token is not None and not include_class_token:
@@ -57,7 +62,7 @@ def per_layer_attn_bias(model: VisionTransformer) -> torch.Tensor:
     """
     if model.rel_pos is None:
         raise ValueError(f"per_layer_attn_bias needs a model with pe='rpe', got pe={model.pe_type!r}")
-    return torch.stack([bias.patch_bias().float() for bias in model.rel_pos])
+    return torch.stack([bias.patch_bias().float() for bias in cast(list[RelativePositionBias], list(model.rel_pos))])
 
 
 def _timm_per_layer_pe(model: nn.Module, include_class_token: bool) -> torch.Tensor:
@@ -67,7 +72,7 @@ def _timm_per_layer_pe(model: nn.Module, include_class_token: bool) -> torch.Ten
     if isinstance(model, LaPEVisionTransformer) and model.lape:
         pes, prefix = [p[0] for p in model.layer_pes()], model.num_prefix_tokens
     else:
-        vit = model.vit if isinstance(model, LaPEVisionTransformer) else model
+        vit: Any = model.vit if isinstance(model, LaPEVisionTransformer) else model
         if vit.pos_embed is None:
             raise ValueError("per_layer_pe needs a model with a position embedding, but pos_embed is None")
         raw = vit.pos_embed[0]

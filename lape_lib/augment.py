@@ -324,7 +324,7 @@ class BatchAugment:
         cfg, n = self.cfg, len(batches)
         mean, std = self._stats(batches[0][0].device)
         draws = [draw(cfg, tuple(x.shape), g, x.device) for x, _, g in batches]
-        joined = Draws(*(None if parts[0] is None else _cat(parts) for parts in zip(*draws)))
+        joined = Draws._make(None if parts[0] is None else _cat(parts) for parts in zip(*draws))
         x = self._per_sample(_cat([x for x, _, _ in batches]), joined, mean, std)
         x = x.view(n, -1, *x.shape[1:])
         targets = soft_targets(_cat([y for _, y, _ in batches]), self.num_classes, cfg.label_smoothing)

@@ -211,10 +211,10 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> tu
 def _decode(blob: bytes, where: str, size: int | None = None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as im:
-            im = im.convert("RGB")
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            return np.asarray(im)
+            rgb = im.convert("RGB")
+            if size is not None and rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+            return np.asarray(rgb)
     except Exception as err:
         raise DataError(f"cannot decode image {where}: {err}") from err
 
@@ -337,9 +337,9 @@ def load_imagefolder(root: str | os.PathLike, img_size: int, *, n_train: int | N
     decoded images are held as uint8 tensors, which full ImageNet-1K at 224 px does not fit.
     """
     folder, _ = imagefolder_splits(root)
-    arrays, classes = _read_imagefolder(folder, img_size)
+    (x_train, y_train, x_test, y_test), classes = _read_imagefolder(folder, img_size)
     mean, std = IMAGENET_MEAN_STD
-    data = ImageData(*arrays, classes=classes, mean=mean, std=std, source=f"imagefolder:{folder}")
+    data = ImageData(x_train, y_train, x_test, y_test, classes=classes, mean=mean, std=std, source=f"imagefolder:{folder}")
     return subset(data, n_train, n_test, seed)
 
 

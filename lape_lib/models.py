@@ -234,7 +234,7 @@ class VisionTransformer(nn.Module):
     ) -> None:
         super().__init__()
         _check_choices(cfg, pe, join)
-        size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        size = (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
         self.cfg, self.pe_type, self.join, self.num_classes = cfg, pe, join, num_classes
         self.img_size = size
         self.registered_as: str | None = None  # set by create_model

@@ -56,13 +56,14 @@ def check(namespace: Mapping[str, Any], spec: Mapping[str, Param], *, quiet: boo
     for name, p in spec.items():
         if name not in namespace:
             raise ValueError(f"parameter {name!r} is missing; the parameters cell must define {sorted(spec)}")
-        value = namespace[name]
+        value: Any = namespace[name]
         if smoke and p.smoke is not _UNSET:
             value = p.smoke(value) if callable(p.smoke) else p.smoke
         types = p.types if isinstance(p.types, tuple) else (p.types,)
         if float in types and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        typed = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not typed:
             raise ValueError(f"parameter {name}={value!r} has type {type(value).__name__}; expected {_type_names(p.types)}")
         if p.positive and value is not None and not value > 0:
             raise ValueError(f"parameter {name}={value!r} must be a positive number" + (" or None" if type(None) in types else ""))

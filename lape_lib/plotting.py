@@ -53,6 +53,7 @@ def plot_layer_similarity(
                 title = f"layer {l + 1}" if i == 0 and k == 0 else None
                 ylabel = f"{name}\n{'matrix' if show_matrix and k == 0 else f'patch {p}'}" if l == 0 else None
                 image = _layer_panel(axes[i * len(panels) + k, l], panel, title, ylabel, vmin=0, vmax=1, cmap="viridis")
+    assert image is not None  # every model has at least one layer
     fig.colorbar(image, ax=axes, shrink=0.6, label="cosine similarity")
     return fig
 
@@ -118,7 +119,7 @@ def plot_history(results: Mapping[str, Any], metric: str = "test_acc") -> Figure
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for arm in results["arms"].values():
         groups.setdefault(f"{arm['pe']}-{arm['join']}", []).append(arm)
-    colours = plt.cm.tab10.colors
+    colours = [plt.get_cmap("tab10")(i) for i in range(10)]
     for k, (group, arms) in enumerate(groups.items()):
         colour = colours[k % len(colours)]
         style = "-" if "lape" in group else "--"

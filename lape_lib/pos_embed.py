@@ -131,6 +131,8 @@ class RelativePositionBias(nn.Module):
         normalize: LayerNorm the bias rows (join ``lape``).
     """
 
+    index: torch.Tensor  # (P, P) offset id of every patch pair, a buffer
+
     def __init__(self, grid: tuple[int, int], num_heads: int, num_prefix: int, normalize: bool) -> None:
         super().__init__()
         h, w = grid

@@ -24,7 +24,8 @@ def split_weight_decay(named: Iterable[tuple[str, torch.Tensor]], weight_decay: 
 
     ``stacked_axes``: leading axes that stack several models (not counted as the weight's own).
     """
-    decay, no_decay = [], []
+    decay: list[torch.Tensor] = []
+    no_decay: list[torch.Tensor] = []
     for name, p in named:
         if not p.requires_grad:
             continue
@@ -72,7 +73,7 @@ class SeedStack:
         self.template = copy.deepcopy(self.models[0]).to("meta")  # structure only; weights come from self.params
         for module in self.template.modules():  # vmap has no batching rule for fused attention kernels
             if hasattr(module, "fused_attn"):
-                module.fused_attn = False
+                setattr(module, "fused_attn", False)
         self.optimizer = adamw(split_weight_decay(self.params.items(), weight_decay, stacked_axes=1), lr, capturable)
         device_type = next(iter(self.params.values())).device.type
 

@@ -15,13 +15,15 @@ which reproduces the timm model's output exactly (the tests check this against t
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 _BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
 
 
-def _check_supported(vit: nn.Module) -> None:
+def _check_supported(vit: Any) -> None:
     try:
         from timm.models.vision_transformer import VisionTransformer
     except ImportError as err:  # pragma: no cover - timm is a dependency
@@ -41,7 +43,9 @@ def _check_supported(vit: nn.Module) -> None:
 class LaPEVisionTransformer(nn.Module):
     """A timm VisionTransformer run with LaPE (or, with ``lape=False``, exactly as timm runs it)."""
 
-    def __init__(self, vit: nn.Module, lape: bool = True) -> None:
+    vit: Any  # a timm VisionTransformer; Any, as its attributes are timm's to type
+
+    def __init__(self, vit: Any, lape: bool = True) -> None:
         super().__init__()
         _check_supported(vit)
         self.vit = vit

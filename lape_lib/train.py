@@ -18,7 +18,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ RECIPES = ("cifar10", "cifar100", "deit")
 DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
 TIMM_PREFIX = "timm/"
 # Fields that do not change what is computed: a checkpoint may be resumed under other values.
+CHECKPOINT = "checkpoint.pt"  # in the run's output folder, rewritten atomically after every epoch
 _RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "cuda_graph", "eval_every", "progress", "save_weights", "data_root",
                    "workers")
 
@@ -86,7 +87,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()})
+            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
+            self.augment = AugmentConfig(**fields)
         self.joins, self.pes, self.seeds = tuple(self.joins), tuple(self.pes), tuple(int(s) for s in self.seeds)
         if self.mix_off_epoch == -1:  # the command line's and the notebooks' spelling of "never"
             self.mix_off_epoch = None
@@ -152,7 +154,8 @@ class TrainConfig:
             name = "cifar100" if overrides.get("dataset") == "cifar100" else "cifar10"
         if name not in RECIPES:
             raise ValueError(f"unknown recipe {name!r}; choose one of {RECIPES}")
-        return {"cifar10": cls, "cifar100": cls.cifar100, "deit": cls.deit}[name](**overrides)
+        makers: dict[str, Callable[..., TrainConfig]] = {"cifar10": cls, "cifar100": cls.cifar100, "deit": cls.deit}
+        return makers[name](**overrides)
 
     @classmethod
     def cifar100(cls, **overrides: Any) -> TrainConfig:
@@ -420,6 +423,15 @@ def _check_cuda_graph(cfg: TrainConfig, device: torch.device, dtype: torch.dtype
         raise ValueError("cuda_graph is for one process; under torchrun train without it")
 
 
+def _state_tensors(model: nn.Module) -> Callable[[], list[torch.Tensor]]:
+    """What a CUDA graph of ``model``'s step reads and writes in place: its parameters and buffers."""
+    return lambda: [*model.parameters(), *model.buffers()]
+
+
+def _stack_tensors(stack: SeedStack) -> Callable[[], list[torch.Tensor]]:
+    return lambda: [*stack.params.values(), *stack.buffers.values()]
+
+
 def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: torch.dtype, world: int = 1) -> list[Arm]:
     arms = []
     for seed, pe, join in cfg.arms():
@@ -433,7 +445,7 @@ def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: 
         trained = _distributed(model, device)
         step = _make_step(trained, optimizer, scaler, dtype, cfg.compile, cfg.compile_mode, graphed=cfg.cuda_graph)
         if cfg.cuda_graph:
-            step = GraphedStep(step, lambda m=model: [*m.parameters(), *m.buffers()], optimizer)
+            step = GraphedStep(step, _state_tensors(model), optimizer)
         arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, optimizer, scaler, step))
     if cfg.stack_seeds:
         if world > 1:
@@ -443,8 +455,7 @@ def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: 
             stack = SeedStack([a.model for a in members], soft_cross_entropy, lr=cfg.lr, weight_decay=cfg.weight_decay,
                               dtype=dtype, compile_model=cfg.compile, compile_mode=cfg.compile_mode, capturable=cfg.cuda_graph)
             if cfg.cuda_graph:
-                stack.step = GraphedStep(stack.step, lambda s=stack: [*s.params.values(), *s.buffers.values()],  # type: ignore[method-assign]
-                                         stack.optimizer)
+                stack.step = GraphedStep(stack.step, _stack_tensors(stack), stack.optimizer)  # type: ignore[method-assign,assignment]
             for a in members:
                 a.stack, a.optimizer = stack, stack.optimizer
     return arms
@@ -552,7 +563,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     arms = build_arms(cfg, data.num_classes, device, dtype, world)
     out = Path(cfg.out_dir) if cfg.out_dir else None
     start_epoch, wall = 0, 0.0
-    ckpt_path = out / "checkpoint.pt" if out else None
+    ckpt_path = out / CHECKPOINT if out else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, cfg.fingerprint(), device, defaults=TrainConfig().fingerprint())
         start_epoch, wall = _restore(state, arms)
@@ -597,7 +608,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
             arm.history.append(row)
         bar.set_postfix({a.name: f"{a.history[-1].get('test_acc', float('nan')):.1f}%" for a in arms[:4]})
         if out is not None and lead:
-            save_checkpoint(ckpt_path, _snapshot(arms, epoch + 1, wall), cfg.fingerprint())
+            save_checkpoint(out / CHECKPOINT, _snapshot(arms, epoch + 1, wall), cfg.fingerprint())
             _write_json(out / "results.json", _results(cfg, arms, wall, data, world, done=epoch + 1 == cfg.total_epochs))
         if world > 1:
             torch.distributed.barrier()

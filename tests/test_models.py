@@ -86,6 +86,11 @@ def test_per_layer_pe_add_is_token_layernorm_of_P() -> None:
     assert not torch.allclose(pes[0], pes[1])
 
 
+def test_per_layer_pe_names_what_it_takes() -> None:
+    with pytest.raises(TypeError, match="per_layer_pe takes a lape_lib VisionTransformer .* got Linear"):
+        per_layer_pe(torch.nn.Linear(2, 2))
+
+
 @pytest.mark.parametrize("join", ["lape", "lape_parallel"])
 def test_per_layer_pe_lape_chain(join: str) -> None:
     model = create_model("cct_7_3x1", join=join)
