@@ -41,8 +41,8 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 RECIPES = ("cifar10", "cifar100", "deit")
 DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
 TIMM_PREFIX = "timm/"
-# Fields that do not change what is computed: a checkpoint may be resumed under other values.
 CHECKPOINT = "checkpoint.pt"  # in the run's output folder, rewritten atomically after every epoch
+# Fields that do not change what is computed: a checkpoint may be resumed under other values.
 _RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "cuda_graph", "eval_every", "progress", "save_weights", "data_root",
                    "workers")
 
@@ -87,8 +87,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
-            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
-            self.augment = AugmentConfig(**fields)
+            kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
+            self.augment = AugmentConfig(**kwargs)
         self.joins, self.pes, self.seeds = tuple(self.joins), tuple(self.pes), tuple(int(s) for s in self.seeds)
         if self.mix_off_epoch == -1:  # the command line's and the notebooks' spelling of "never"
             self.mix_off_epoch = None
@@ -429,6 +429,7 @@ def _state_tensors(model: nn.Module) -> Callable[[], list[torch.Tensor]]:
 
 
 def _stack_tensors(stack: SeedStack) -> Callable[[], list[torch.Tensor]]:
+    """The same for a SeedStack: its stacked parameters and buffers."""
     return lambda: [*stack.params.values(), *stack.buffers.values()]
 
 
