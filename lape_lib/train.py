@@ -558,6 +558,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the {world} processes")
     lead = rank == 0  # only the first process writes files and shows progress
+    shard = rank if world > 1 else None  # a process's batches and noise are seeded by its rank too
     # Streamed images arrive already cropped by the loader's workers; the rest happens here on the device.
     aug = BatchAugment(replace(cfg.augment, crop_scale=None) if cfg.stream else cfg.augment, data.mean, data.std,
                        data.num_classes, compile=cfg.compile)
@@ -582,7 +583,6 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         _synchronize(device)
         t0 = time.perf_counter()
         for step, batch in enumerate(train_batches(data, seeds, epoch, cfg.batch_size, rank, world, device)):
-            shard = rank if world > 1 else None
             inputs = augment_seeds(aug, batch, epoch, step, device, shard, mix)
             for name, loss in train_step(arms, inputs, epoch, step, shard).items():
                 losses[name] += loss

@@ -28,6 +28,14 @@ def weights(results: dict) -> dict[str, dict[str, torch.Tensor]]:
     return {k: m.state_dict() for k, m in results["models"].items()}
 
 
+def assert_same_weights(actual: dict, expected: dict) -> None:
+    """Every model of two runs' results holds bit-identical weights."""
+    got = weights(actual)
+    for name, state in weights(expected).items():
+        for key, value in state.items():
+            torch.testing.assert_close(got[name][key], value, rtol=0, atol=0, msg=f"{name}.{key}")
+
+
 def test_schedule_matches_recipe() -> None:
     cfg = TrainConfig()
     assert cfg.total_epochs == 310
@@ -73,9 +81,7 @@ def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
     finally:
         torch.use_deterministic_algorithms(False)
     assert resumed["done"]
-    for name, state in weights(straight).items():
-        for key, value in state.items():
-            torch.testing.assert_close(weights(resumed)[name][key], value, rtol=0, atol=0, msg=f"{name}.{key}")
+    assert_same_weights(resumed, straight)
     a = json.loads((tmp_path / "a" / "results.json").read_text())
     b = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [h["train_loss"] for h in a["arms"]["learnable-lape-s0"]["history"]] == [h["train_loss"] for h in b["arms"]["learnable-lape-s0"]["history"]]
@@ -95,10 +101,10 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes(tmp_path: Path) -> None:
     saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     for name, arm in saved["arms"].items():
         assert arm["scaler"]["scale"] > 1, name  # an enabled scaler; a disabled one saves {}
+    plain = weights(fp32)
     for name, state in weights(straight).items():
-        assert any(not torch.equal(value, weights(fp32)[name][key]) for key, value in state.items()), name
-        for key, value in state.items():
-            torch.testing.assert_close(weights(resumed)[name][key], value, rtol=0, atol=0, msg=f"{name}.{key}")
+        assert any(not torch.equal(value, plain[name][key]) for key, value in state.items()), name
+    assert_same_weights(resumed, straight)
     assert all(h["train_loss"] == h["train_loss"] for a in resumed["arms"].values() for h in a["history"])  # no NaN
 
 
