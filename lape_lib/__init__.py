@@ -5,14 +5,14 @@
 """
 
 from .analysis import affine_split, lambda_coefficients, pe_similarity, per_layer_attn_bias, per_layer_pe
-from .models import JOINS, LAPE_JOINS, ModelConfig, VisionTransformer, create_model, list_models, register_model
+from .models import JOINS, LAPE_JOINS, OUT_OF_STREAM_JOINS, ModelConfig, VisionTransformer, create_model, list_models, register_model
 from .pos_embed import PE_TYPES
 from .timm_lape import LaPEVisionTransformer, lapeify
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "JOINS", "LAPE_JOINS", "LaPEVisionTransformer", "PE_TYPES", "ModelConfig", "VisionTransformer", "affine_split", "create_model",
+    "JOINS", "LAPE_JOINS", "OUT_OF_STREAM_JOINS", "LaPEVisionTransformer", "PE_TYPES", "ModelConfig", "VisionTransformer", "affine_split", "create_model",
     "lambda_coefficients", "lapeify", "list_models", "pe_similarity", "per_layer_attn_bias", "per_layer_pe",
     "register_model",
 ]

@@ -8,18 +8,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import LAPE_JOINS, Block, VisionTransformer
+from .models import OUT_OF_STREAM_JOINS, Block, VisionTransformer
 from .pos_embed import RelativePositionBias
 
 
 @torch.no_grad()
 def per_layer_pe(model: nn.Module, include_class_token: bool = False) -> torch.Tensor:
-    """The PE as each layer's attention receives it, shape (L, N, D), as the paper plots it.
+    """Each layer's effective PE, shape (L, N, D), as the paper plots it.
 
-    * ``add`` / ``add_every_layer``: γ1_l ⊙ norm(P) + β1_l with layer l's ``norm1`` (the paper's
-      reparameterization of LN1_l(X + P): the PE part under the *token* LayerNorm's affine map).
-    * ``per_layer_pe``: the same with layer l's own P^(l).
-    * ``lape`` / ``lape_parallel``: P_l from the PE LayerNorms.
+    * ``lape`` / ``lape_parallel`` / ``lape_shared``: P_l, exactly what layer l's attention
+      receives (added to LN1_l(X_l)).
+    * ``add`` / ``add_every_layer``: a counterfactual, γ1_l ⊙ norm(P) + β1_l with layer l's
+      ``norm1``: P as if it reached layer l alone (the paper's reparameterization of LN1_l(X + P),
+      the PE part under the *token* LayerNorm's affine map). What attention really gets is
+      mixed with the tokens, at a share λ2 that depends on them (``lambda_coefficients``).
+    * ``per_layer_pe``: the same with layer l's own P^(l); ``add_norm``: with LNpe(P).
 
     The class-token row is dropped unless ``include_class_token`` (the paper drops it), so by
     default N is the number of patches and each row reshapes to ``model.grid``. timm ViTs, plain
@@ -37,11 +40,11 @@ def per_layer_pe(model: nn.Module, include_class_token: bool = False) -> torch.T
     if model.pe_type in ("none", "rpe"):
         hint = "; for a relative bias use per_layer_attn_bias" if model.pe_type == "rpe" else ""
         raise ValueError(f"per_layer_pe needs a model with an absolute position embedding, but pe={model.pe_type!r}{hint}")
-    if model.join in LAPE_JOINS:
-        pes = [p[0] for p in model.layer_pes() if p is not None]  # every layer has one under a LaPE join
+    if model.join in OUT_OF_STREAM_JOINS:
+        pes = [p[0] for p in model.layer_pes() if p is not None]  # every layer has one out of the stream
     else:
         raws = [p() for p in model.layer_pos_embeds] if model.layer_pos_embeds is not None else None
-        raw = model.pos_embed() if model.pos_embed is not None else None
+        raw = model.layer_pes()[0] if model.pos_embed is not None else None  # add_norm: LNpe(P)
         blocks = cast(list[Block], list(model.blocks))
         pes = [
             block.norm1(raws[i] if raws is not None else raw)[0]

@@ -14,7 +14,18 @@ The PE joins (notebook 01 derives them; X_l is the residual stream entering laye
 ``lape``           P stays out of the residual stream; layer l's attention receives
                    LN1_l(X_l) + P_l with P_l = LNpe_l(P_{l-1}), P_0 = P (chained, official form).
 ``lape_parallel``  as ``lape`` but P_l = LNpe_l(P) from the raw P in every layer.
+``add_norm``       control: X_1 = X_0 + LNpe(P) once, before layer 1. One PE LayerNorm (2·D
+                   parameters): P's scale is set by the norm, as under LaPE, but P still enters
+                   the residual stream and no layer has a PE normalization of its own.
+``lape_shared``    control: P stays out of the residual stream and every layer's attention
+                   receives the same LNpe(P) (one LayerNorm, 2·D parameters): normalized and
+                   out of the stream, but not adapted per layer.
 =================  ==========================================================================
+
+The controls split ``lape`` − ``add`` into three steps that add up to it:
+(``add_norm`` − ``add``) a normalized, learnably scaled PE; (``lape_shared`` − ``add_norm``) P
+out of the residual stream; (``lape`` − ``lape_shared``) a PE normalization per layer. A
+learnable P's init scale is a fourth, separate knob (``pe_init_std``; the trainer's ``add@1.0``).
 
 With ``pe="rpe"`` there is no P: every layer adds its own relative position bias to the
 attention logits. ``add`` adds it as learned; ``lape`` first passes it through the layer's own
@@ -33,8 +44,10 @@ from torch import nn
 
 from .pos_embed import PE_TYPES, PositionEmbedding, RelativePositionBias
 
-JOINS = ("add", "add_every_layer", "per_layer_pe", "lape", "lape_parallel")
-LAPE_JOINS = ("lape", "lape_parallel")
+JOINS = ("add", "add_every_layer", "per_layer_pe", "add_norm", "lape_shared", "lape", "lape_parallel")
+LAPE_JOINS = ("lape", "lape_parallel")  # one PE LayerNorm per layer
+OUT_OF_STREAM_JOINS = ("lape_shared", *LAPE_JOINS)  # P joins the attention input, never the residual stream
+NORMED_PE_JOINS = ("add_norm", *OUT_OF_STREAM_JOINS)  # P passes through a PE LayerNorm of its own
 LAYER_STYLES = ("cct", "prenorm")
 RPE_JOINS = ("add", "lape")
 
@@ -267,7 +280,9 @@ class VisionTransformer(nn.Module):
         # Created after the random init so that every join draws the same initial weights
         # for the modules they share (paired comparisons start from the same point).
         lape = join in LAPE_JOINS
-        self.pe_norms = nn.ModuleList(nn.LayerNorm(cfg.dim) for _ in range(cfg.depth)) if lape and pe != "rpe" else None
+        self.pe_norms: nn.ModuleList | None = None
+        if join in NORMED_PE_JOINS and pe != "rpe":
+            self.pe_norms = nn.ModuleList(nn.LayerNorm(cfg.dim) for _ in range(cfg.depth if lape else 1))
         self.rel_pos: nn.ModuleList | None = None
         if pe == "rpe":
             self.rel_pos = nn.ModuleList(
@@ -281,9 +296,10 @@ class VisionTransformer(nn.Module):
     def layer_pes(self) -> list[torch.Tensor | None]:
         """What each layer receives as PE, shape (1, N, D) each (None where a layer gets none).
 
-        For the ``add*`` joins this is what is added to the residual stream before the layer;
-        for the LaPE joins, what is added to the attention input after ``norm1``. Computed once
-        per forward: the PE does not depend on the batch.
+        For the in-stream joins (``add``, ``add_every_layer``, ``per_layer_pe``, ``add_norm``) this
+        is what is added to the residual stream before the layer; for the out-of-stream ones
+        (``lape_shared`` and the LaPE joins), what is added to the attention input after
+        ``norm1``. Computed once per forward: the PE does not depend on the batch.
         """
         depth = self.cfg.depth
         if self.layer_pos_embeds is not None:
@@ -296,6 +312,10 @@ class VisionTransformer(nn.Module):
         if self.join == "add_every_layer":
             return [p] * depth
         assert self.pe_norms is not None
+        if self.join == "add_norm":
+            return [self.pe_norms[0](p)] + [None] * (depth - 1)
+        if self.join == "lape_shared":
+            return [self.pe_norms[0](p)] * depth
         if self.join == "lape_parallel":
             return [norm(p) for norm in self.pe_norms]
         chained = []
@@ -319,7 +339,7 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         pes, biases = self.layer_pes(), self.layer_attn_biases()
-        if self.join in LAPE_JOINS:
+        if self.join in OUT_OF_STREAM_JOINS:
             x = self.pos_drop(x)
             for block, pe, bias in zip(self.blocks, pes, biases):
                 x = block(x, pe, bias)

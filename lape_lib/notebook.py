@@ -9,7 +9,7 @@ papermill injected are kept only when smoke mode is off.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +28,7 @@ class Param:
     smoke: Any = _UNSET  # the value smoke mode uses (a callable: made from the notebook's); unset: keep it
     each: bool = False  # the value is a list whose *items* must be among ``choices``
     positive: bool = False  # a number must be > 0 (None, where allowed, passes)
+    parse: Callable[[Any], Any] | None = None  # raises ValueError on a bad value (each item, with ``each``)
 
 
 def smoke_mode() -> bool:
@@ -72,6 +73,12 @@ def check(namespace: Mapping[str, Any], spec: Mapping[str, Param], *, quiet: boo
             bad = [v for v in items if v not in p.choices]
             if bad:
                 raise ValueError(f"parameter {name}={value!r}: {bad[0]!r} is not valid; choose from {list(p.choices)}")
+        if p.parse is not None:
+            for item in list(value) if p.each else [value]:
+                try:
+                    p.parse(item)
+                except ValueError as err:
+                    raise ValueError(f"parameter {name}={value!r}: {err}") from None
         values[name] = value
     if not quiet:
         mode = f" (smoke mode: {SMOKE_ENV}=1)" if smoke else ""

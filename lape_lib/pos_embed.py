@@ -16,6 +16,7 @@ from torch import nn
 
 ABSOLUTE_PE_TYPES = ("learnable", "sin1d", "sin2d")
 PE_TYPES = (*ABSOLUTE_PE_TYPES, "rpe", "none")
+REFERENCE_INIT_STD = 0.2  # a learnable P is drawn at this std, then rescaled to the one asked for
 
 
 def sinusoid_1d(num_positions: int, dim: int) -> torch.Tensor:
@@ -64,7 +65,12 @@ class PositionEmbedding(nn.Module):
         class_token: whether P has a leading row for the class token. For the fixed types that
             row is zero (``sin2d``) or position 0 of the 1-D table (``sin1d``, as in
             Compact Transformers).
-        init_std: the trunc-normal std of a learnable P (Compact Transformers uses 0.2, DeiT 0.02).
+        init_std: the std of a learnable P at init (Compact Transformers uses 0.2, DeiT 0.02).
+            P is always drawn as Compact Transformers draws it (trunc-normal, std 0.2, cut at
+            ±2) and then rescaled, so models that differ only in ``init_std`` start from the same
+            P up to its scale and draw the same values for every other weight (torch's
+            trunc-normal rejection sampler would otherwise use a std-dependent number of random
+            draws). Under this rescaling the cut sits at ±10 std: P is, in effect, untruncated.
     """
 
     def __init__(
@@ -79,7 +85,10 @@ class PositionEmbedding(nn.Module):
         num_tokens = num_patches + int(class_token)
         if kind == "learnable":
             self.weight = nn.Parameter(torch.empty(1, num_tokens, dim))
-            nn.init.trunc_normal_(self.weight, std=init_std)
+            nn.init.trunc_normal_(self.weight, std=REFERENCE_INIT_STD)
+            if init_std != REFERENCE_INIT_STD:
+                with torch.no_grad():
+                    self.weight.mul_(init_std / REFERENCE_INIT_STD)
             return
         if kind == "sin1d":
             table = sinusoid_1d(num_tokens, dim)

@@ -2,7 +2,9 @@
 
     python -m lape_lib.train --model vit_lite_7_4 --joins add lape --seeds 0 1 2 --epochs 300 --out runs/c10
 
-One run trains every (seed, pe, join) combination. Models that share a seed see identical
+One run trains every (seed, pe, join) combination. A join may carry the learnable PE's init
+std, ``add@1.0``: the scale-matched control arm beside the default ``add`` (std 0.2).
+Models that share a seed see identical
 batches and augmentations (drawn from seed, epoch and step alone), so add-vs-LaPE is a paired
 comparison; several small models in one process also keep a big GPU busy. A checkpoint is
 written atomically after every epoch and a killed run resumes from it.
@@ -52,7 +54,7 @@ class TrainConfig:
     """A training run as plain values. Defaults: the Compact Transformers CIFAR-10 recipe."""
 
     model: str = "vit_lite_7_4"
-    joins: tuple[str, ...] = ("add", "lape")
+    joins: tuple[str, ...] = ("add", "lape")  # each a join, or JOIN@STD: its learnable PE initialized with that std
     pes: tuple[str, ...] = ("learnable",)
     seeds: tuple[int, ...] = (0,)
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -107,8 +109,12 @@ class TrainConfig:
         elif self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}; choose one of {list_models()} or 'timm/<name>'")
         for j in self.joins:
-            if j not in JOINS:
-                raise ValueError(f"unknown join {j!r}; choose from {JOINS}")
+            parse_join(j)
+        for name in ("joins", "pes", "seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} {list(values)} names {sorted({v for v in values if values.count(v) > 1})} twice; "
+                                 "each arm is trained once")
         for p in self.pes:
             if p not in PE_TYPES:
                 raise ValueError(f"unknown pe {p!r}; choose from {PE_TYPES}")
@@ -186,8 +192,10 @@ class TrainConfig:
         return self.epochs + self.cooldown_epochs
 
     def arms(self) -> list[tuple[int, str, str]]:
-        """Every (seed, pe, join) this run trains, skipping combinations that cannot work."""
-        return [(s, p, j) for s in self.seeds for p in self.pes for j in self.joins if valid_combination(p, j)]
+        """Every (seed, pe, join) this run trains, skipping combinations that cannot work (and a
+        ``JOIN@STD`` for a PE that has no init std: only a learnable one has)."""
+        return [(s, p, j) for s in self.seeds for p in self.pes for j in self.joins
+                if valid_combination(p, parse_join(j)[0]) and (parse_join(j)[1] is None or p == "learnable")]
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -197,7 +205,25 @@ class TrainConfig:
         return {k: v for k, v in d.items() if k not in _RUNTIME_FIELDS}
 
 
+def parse_join(spec: str) -> tuple[str, float | None]:
+    """``"add"`` -> ("add", None); ``"add@1.0"`` -> ("add", 1.0): a join and, optionally, the init std
+    of its learnable PE (default: the model's ``pe_init_std``, 0.2). Raises ValueError naming the bad part."""
+    join, sep, std_text = str(spec).partition("@")
+    if join not in JOINS:
+        raise ValueError(f"unknown join {join!r} in {spec!r}; choose from {JOINS}, optionally as JOIN@STD (e.g. add@1.0)")
+    if not sep:
+        return join, None
+    try:
+        std = float(std_text)
+    except ValueError:
+        std = float("nan")
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"{spec!r}: the PE init std after '@' must be a positive number, e.g. {join}@1.0; got {std_text!r}")
+    return join, std
+
+
 def arm_name(seed: int, pe: str, join: str) -> str:
+    """An arm's name, e.g. ``learnable-add-s0`` or ``learnable-add@1.0-s0`` (``join`` as specified)."""
     return f"{pe}-{join}-s{seed}"
 
 
@@ -293,7 +319,7 @@ class Arm:
     name: str
     seed: int
     pe: str
-    join: str
+    join: str  # as specified: a join, or JOIN@STD
     model: nn.Module
     optimizer: torch.optim.Optimizer  # shared by the arms of one SeedStack
     scaler: torch.amp.GradScaler
@@ -407,7 +433,9 @@ def build_model(cfg: TrainConfig, pe: str, join: str, num_classes: int) -> nn.Mo
         vit = timm.create_model(cfg.model[len(TIMM_PREFIX):], pretrained=False, num_classes=num_classes,
                                 img_size=cfg.img_size, **cfg.model_overrides)
         return lapeify(vit) if join == "lape" else vit
-    return create_model(cfg.model, num_classes=num_classes, img_size=cfg.img_size, pe=pe, join=join, **cfg.model_overrides)
+    join, std = parse_join(join)
+    overrides = cfg.model_overrides if std is None else {**cfg.model_overrides, "pe_init_std": std}
+    return create_model(cfg.model, num_classes=num_classes, img_size=cfg.img_size, pe=pe, join=join, **overrides)
 
 
 def _check_cuda_graph(cfg: TrainConfig, device: torch.device, dtype: torch.dtype, world: int = 1) -> None:
@@ -721,7 +749,8 @@ def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData | S
         "done": done,
         "arms": {
             a.name: {
-                "seed": a.seed, "pe": a.pe, "join": a.join,
+                "seed": a.seed, "pe": a.pe, "join": parse_join(a.join)[0], "arm": a.join,
+                "pe_init_std": a.model.cfg.pe_init_std if isinstance(a.model, VisionTransformer) and a.pe == "learnable" else None,
                 "params": sum(p.numel() for p in a.model.parameters()),
                 "final": {k: v for k, v in a.history[-1].items() if k in ("test_acc", "test_loss", "train_loss")} if a.history else {},
                 "history": a.history,
@@ -746,7 +775,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(lr 6e-4, warmup from 1e-6, mixing never off; the default for --dataset cifar100), or "
                         "DeiT's ImageNet recipe")
     p.add_argument("--model", help=f"one of {list_models()} or timm/<name> (default {d.model})")
-    p.add_argument("--joins", nargs="+", choices=JOINS, help=f"default {' '.join(d.joins)}")
+    p.add_argument("--joins", nargs="+", metavar="JOIN[@STD]",
+                   help=f"from {', '.join(JOINS)}; JOIN@STD sets that arm's learnable-PE init std, e.g. add@1.0 "
+                        f"(default {' '.join(d.joins)})")
     p.add_argument("--pes", nargs="+", choices=PE_TYPES, help=f"default {' '.join(d.pes)}")
     p.add_argument("--seeds", nargs="+", type=int, help="default 0")
     p.add_argument("--dataset", choices=DATASET_CHOICES, help=f"default {d.dataset}")
@@ -761,7 +792,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"default {getattr(d, name)}")
     p.add_argument("--mix-off-epoch", type=int, help=f"-1: never (default {d.mix_off_epoch})")
     p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
-    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides, e.g. depth=2")
+    p.add_argument("--override", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="model config overrides, e.g. depth=2 (repeatable: --override depth=2 --override dim=64)")
     p.add_argument("--precision", choices=PRECISIONS, help="default auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the models and the augmentation")
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs); avoid max-autotune")

@@ -60,6 +60,90 @@ def test_lape_adds_exactly_2DL(name: str, join: str) -> None:
     assert n_params(lape) - n_params(base) == 2 * base.cfg.dim * base.cfg.depth
 
 
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("join", ["add_norm", "lape_shared"])
+def test_single_pe_norm_controls_add_exactly_2D(name: str, join: str) -> None:
+    base = create_model(name, join="add")
+    assert n_params(create_model(name, join=join)) - n_params(base) == 2 * base.cfg.dim
+
+
+@pytest.mark.parametrize("join", ["add_norm", "lape_shared", "lape", "lape_parallel"])
+def test_normed_pe_joins_ignore_a_per_token_affine_change_of_P(join: str) -> None:
+    """A LayerNorm in front of P: scaling and shifting each token's PE row changes nothing.
+
+    This is why these joins are immune to the PE's init scale (the confound ``add`` has)."""
+    torch.manual_seed(0)
+    model = create_model("vit_lite_7_4", join=join, depth=2).eval()
+    randomize_norms(model)
+    model.double()  # float64, and no eps in the PE norms: the invariance is exact algebra
+    for norm in model.pe_norms:
+        norm.eps = 0.0
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    before = model(x)
+    n = model.num_tokens
+    with torch.no_grad():
+        P = model.pos_embed.weight
+        P.copy_(torch.linspace(0.5, 4.0, n, dtype=P.dtype)[None, :, None] * P + torch.linspace(-2, 2, n, dtype=P.dtype)[None, :, None])
+    torch.testing.assert_close(model(x), before, atol=1e-10, rtol=1e-9)
+
+
+def test_add_is_not_invariant_to_the_scale_of_P() -> None:
+    torch.manual_seed(0)
+    model = create_model("vit_lite_7_4", join="add", depth=2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    before = model(x)
+    with torch.no_grad():
+        model.pos_embed.weight.mul_(5.0)
+    assert not torch.allclose(model(x), before, atol=1e-4)
+
+
+def test_controls_forward_matches_the_equations() -> None:
+    """add_norm: X_1 = X_0 + LNpe(P), then plain layers. lape_shared: LN1_l(X_l) + LNpe(P) in every layer."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    for join in ("add_norm", "lape_shared"):
+        model = create_model("vit_lite_7_4", join=join, depth=2, layer_style="prenorm").eval()
+        randomize_norms(model)
+        tokens = torch.cat([model.cls_token.expand(2, -1, -1), model.tokenizer(x)], dim=1)
+        p = model.pe_norms[0](model.pos_embed.weight)
+        if join == "add_norm":
+            tokens = tokens + p
+        for block in model.blocks:
+            h = block.norm1(tokens) + (p if join == "lape_shared" else 0)
+            tokens = tokens + block.attn(h)
+            tokens = tokens + block.mlp(block.norm2(tokens))
+        torch.testing.assert_close(model(x), model.head(model.norm(tokens)[:, 0]))
+
+
+@pytest.mark.parametrize("name", ["vit_lite_7_4", "cct_7_3x1"])
+def test_joins_of_one_seed_start_from_the_same_weights(name: str) -> None:
+    """Paired arms: every module two joins share is initialized identically from the same seed."""
+    states = {}
+    for join in [j for j in JOINS if valid_combination("learnable", j)]:
+        torch.manual_seed(3)
+        states[join] = create_model(name, join=join).state_dict()
+    ref = states["add"]
+    for join, state in states.items():
+        shared = [k for k in state if k in ref]
+        assert len(shared) >= len(ref) - 1, join  # per_layer_pe has no single pos_embed
+        for k in shared:
+            assert torch.equal(state[k], ref[k]), (join, k)
+
+
+def test_per_layer_pe_of_the_controls() -> None:
+    torch.manual_seed(0)
+    shared = create_model("vit_lite_7_4", join="lape_shared")
+    randomize_norms(shared)
+    pes = per_layer_pe(shared)
+    expected = shared.pe_norms[0](shared.pos_embed.weight)[0, 1:]
+    for layer in pes:
+        torch.testing.assert_close(layer, expected)  # one normalized PE, the same in every layer
+    normed = create_model("vit_lite_7_4", join="add_norm")
+    randomize_norms(normed)
+    p = normed.pe_norms[0](normed.pos_embed.weight)[0]
+    torch.testing.assert_close(per_layer_pe(normed, include_class_token=True)[3], normed.blocks[3].norm1(p))
+
+
 def test_lape_cost_vit_lite_7_4() -> None:
     assert n_params(create_model("vit_lite_7_4", join="lape")) - PUBLISHED_EXACT["vit_lite_7_4"] == 3584
 

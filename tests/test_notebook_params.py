@@ -54,3 +54,15 @@ def test_missing_parameter_lists_the_expected_ones() -> None:
     namespace = {k: v for k, v in GOOD.items() if k != "lr"}
     with pytest.raises(ValueError, match=r"parameter 'lr' is missing; the parameters cell must define \['joins'"):
         check(namespace, SPEC, quiet=True)
+
+
+def test_join_specs_are_parsed_item_by_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lape_lib.train import parse_join
+
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    spec = {"joins": Param(list, each=True, parse=parse_join)}
+    assert check({"joins": ["add", "add@1.0", "lape_shared"]}, spec, quiet=True).joins == ["add", "add@1.0", "lape_shared"]
+    with pytest.raises(ValueError, match=r"parameter joins=\['add', 'add@x'\]: 'add@x': the PE init std after '@'"):
+        check({"joins": ["add", "add@x"]}, spec, quiet=True)
+    with pytest.raises(ValueError, match=r"unknown join 'sum' in 'sum'; choose from \('add'"):
+        check({"joins": ["sum"]}, spec, quiet=True)

@@ -272,11 +272,30 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monke
     assert (tmp_path / "checkpoint.pt").read_bytes() == good
 
 
+def test_an_arm_may_carry_its_own_pe_init_std(tmp_path: Path) -> None:
+    """add@1.0 is add with a std-1.0 PE: its own arm, named apart, recorded in results.json."""
+    res = train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, lr=1e-12, warmup_lr=1e-12, min_lr=1e-12,
+                     joins=("add", "add@1.0", "add_norm"), pes=("learnable", "sin2d"), out_dir=str(tmp_path)))
+    assert sorted(res["arms"]) == ["learnable-add-s0", "learnable-add@1.0-s0", "learnable-add_norm-s0",
+                                   "sin2d-add-s0", "sin2d-add_norm-s0"]  # a fixed PE has no init std to set
+    default, matched = res["models"]["learnable-add-s0"], res["models"]["learnable-add@1.0-s0"]
+    torch.testing.assert_close(matched.pos_embed.weight, 5 * default.pos_embed.weight, atol=1e-5, rtol=1e-5)  # one P, rescaled
+    torch.testing.assert_close(default.head.weight, matched.head.weight, atol=1e-6, rtol=0)  # paired: same other weights
+    saved = json.loads((tmp_path / "results.json").read_text())["arms"]
+    assert saved["learnable-add@1.0-s0"]["join"] == "add" and saved["learnable-add@1.0-s0"]["arm"] == "add@1.0"
+    assert saved["learnable-add@1.0-s0"]["pe_init_std"] == 1.0 and saved["learnable-add-s0"]["pe_init_std"] == 0.2
+    assert saved["sin2d-add-s0"]["pe_init_std"] is None
+
+
 @pytest.mark.parametrize(
     "kwargs,needle",
     [
         (dict(model="vit_huge"), "unknown model 'vit_huge'"),
         (dict(joins=("add", "sum")), "unknown join 'sum'"),
+        (dict(joins=("add@big",)), "'add@big': the PE init std after '@' must be a positive number"),
+        (dict(joins=("add@-1",)), "must be a positive number, e.g. add@1.0; got '-1'"),
+        (dict(joins=("lape", "lape")), "joins ['lape', 'lape'] names ['lape'] twice"),
+        (dict(seeds=(0, 1, 0)), "seeds [0, 1, 0] names [0] twice"),
         (dict(pes=("rope",)), "unknown pe 'rope'"),
         (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
         (dict(precision="fp8"), "unknown precision 'fp8'"),
@@ -304,5 +323,7 @@ def test_cli_runs_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "learnable-lape-s0" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown model override"):
         main(args[:-2] + ["--override", "depht=1"])
+    with pytest.raises(SystemExit, match=r"unknown model override\(s\) \['depht'\]"):  # a second --override adds to the first
+        main(args[:-2] + ["--override", "depth=1", "--override", "depht=1"])
     with pytest.raises(SystemExit, match="--time-limit-minutes must be a positive number of minutes; got -3"):
         main(args + ["--time-limit-minutes", "-3"])
