@@ -118,7 +118,7 @@ def plot_history(results: Mapping[str, Any], metric: str = "test_acc") -> Figure
     fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 3.4))
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for arm in results["arms"].values():
-        groups.setdefault(f"{arm['pe']}-{arm['join']}", []).append(arm)
+        groups.setdefault(f"{arm['pe']}-{arm.get('arm', arm['join'])}", []).append(arm)
     colours = [plt.get_cmap("tab10")(i) for i in range(10)]
     for k, (group, arms) in enumerate(groups.items()):
         colour = colours[k % len(colours)]
@@ -181,6 +181,28 @@ def plot_paired_differences(rows: Sequence[Mapping[str, Any]]) -> Figure:
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xticks(range(len(rows)), [f"{r['model']}\n{r['pe']}, {r['epochs']} ep" for r in rows], fontsize=8)
     ax.set_ylabel(f"{rows[0]['treatment']} − {rows[0]['baseline']} (top-1 points)" if rows else "difference")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_factors(row: Mapping[str, Any]) -> Figure:
+    """The factor steps of one :func:`lape_lib.report.compare_arms` row: per-seed differences
+    (dots) and their mean with its 95 % interval (bar), one column per step, the total last."""
+    steps = [*row["factors"], *([{**row["total"], "factor": "total"}] if row.get("total") else [])]
+    fig, ax = plt.subplots(figsize=(2.2 + 1.25 * len(steps), 3.6))
+    for i, d in enumerate(steps):
+        seeds = d["per_seed"]
+        colour = "C3" if d["factor"] == "total" else "C0"
+        ax.plot([i + 0.06 * (k - (len(seeds) - 1) / 2) for k in range(len(seeds))], seeds, "o", color=colour, alpha=0.5,
+                label="one seed" if i == 0 else None)
+        err = None if d["ci"] is None else [[d["mean"] - d["ci"][0]], [d["ci"][1] - d["mean"]]]
+        ax.errorbar([i + 0.25], [d["mean"]], yerr=err, fmt="s", color="C1", capsize=4, label="mean, 95 % CI" if i == 0 else None)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(range(len(steps)), [f"{d['factor']}\n{d['to']}\n− {d['from']}" for d in steps], fontsize=7)
+    ax.set_ylabel("difference (top-1 points)")
+    ax.set_title(f"{row['model']}, {row['dataset']}, {row['epochs']} ep, {len(steps[0]['per_seed'])} seeds", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

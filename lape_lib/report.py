@@ -1,4 +1,5 @@
-"""Paired statistics over finished training runs: the add-vs-LaPE table the README shows.
+"""Paired statistics over finished training runs: the add-vs-LaPE table the README shows, and
+every arm against a reference with the factor steps from ``add`` to ``lape`` (the controls).
 
     python -m lape_lib.report runs/c10_vit/results.json [more results.json ...] \
         --out results/c10_vit_lite_7_4.json --figures results/figures/c10_vit_lite_7_4
@@ -96,33 +97,29 @@ def paired_difference(treatment: Sequence[float], baseline: Sequence[float], con
     return out
 
 
-def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment: str = "lape",
-            allow_unfinished: bool = False) -> list[dict[str, Any]]:
-    """One paired comparison per (dataset, model, pe) and training setting found in ``runs``.
+def arm_label(arm: Mapping[str, Any]) -> str:
+    """An arm's label within its run: its join as specified (``add``, ``add@1.0``, ``lape``...)."""
+    return str(arm.get("arm", arm["join"]))  # results from before JOIN@STD have only "join"
 
-    Runs are pooled only when every setting except seeds, joins, PE types and bookkeeping
-    (device, output folder, compile) is the same, so a shorter schedule or another model
-    override makes its own row.
 
-    Seeds trained under both joins are paired; a seed with only one of them is listed in
-    ``unpaired`` and left out of the statistics. Unfinished runs are refused unless
-    ``allow_unfinished`` (their "final" accuracy is a mid-run one).
-    """
+def _groups(runs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None, allow_unfinished: bool) -> dict[tuple, dict[str, Any]]:
+    """Final accuracies by (dataset, model, pe, epochs, setting) -> arm label -> seed (only ``labels``, if given)."""
     groups: dict[tuple[str, str, str, int, str], dict[str, Any]] = {}
     for run in runs:
         cfg = run["config"]
         if not run.get("done") and not allow_unfinished:
             raise ValueError(f"{run.get('path', 'a run')} is unfinished (done=false); resume it, or pass allow_unfinished")
         for arm in run["arms"].values():
-            acc = _final_accuracy(arm)
-            if acc is None or arm["join"] not in (baseline, treatment):
+            acc, label = _final_accuracy(arm), arm_label(arm)
+            if acc is None or (labels is not None and label not in labels):
                 continue
             setting = json.dumps({k: v for k, v in cfg.items() if k not in _FREE_FIELDS}, sort_keys=True)
             key = (cfg["dataset"], _model_label(cfg), arm["pe"], int(cfg["epochs"]), setting)
-            group = groups.setdefault(key, {"acc": {baseline: {}, treatment: {}}, "sources": [], "wall_s": 0.0, "devices": set()})
-            if arm["seed"] in group["acc"][arm["join"]]:
-                raise ValueError(f"seed {arm['seed']} of {key[:4]} {arm['join']} appears in two runs; pass each run once")
-            group["acc"][arm["join"]][arm["seed"]] = acc
+            group = groups.setdefault(key, {"acc": {}, "sources": [], "wall_s": 0.0, "devices": set()})
+            by_seed = group["acc"].setdefault(label, {})
+            if arm["seed"] in by_seed:
+                raise ValueError(f"seed {arm['seed']} of {key[:4]} {label} appears in two runs; pass each run once")
+            by_seed[arm["seed"]] = acc
             if run.get("path") not in group["sources"]:
                 group["sources"].append(run.get("path"))
                 group["wall_s"] += float(run.get("wall_s", 0.0))
@@ -130,27 +127,152 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
                 group["devices"].add(env.get("gpu") or f"CPU ({env.get('cpu_threads', '?')} threads)")
             group.setdefault("command", run.get("command"))
             group.setdefault("data_source", run.get("data_source"))
+    return groups
+
+
+def _group_fields(key: tuple, group: Mapping[str, Any]) -> dict[str, Any]:
+    dataset, model, pe, epochs, setting = key
+    return {"dataset": dataset, "model": model, "pe": pe, "epochs": epochs, "sources": group["sources"],
+            "command": group["command"], "data_source": group["data_source"], "wall_s": group["wall_s"],
+            "devices": sorted(group["devices"]), "setting": json.loads(setting)}
+
+
+def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment: str = "lape",
+            allow_unfinished: bool = False) -> list[dict[str, Any]]:
+    """One paired comparison per (dataset, model, pe) and training setting found in ``runs``.
+
+    ``baseline`` and ``treatment`` are arm labels (a join, or JOIN@STD). Runs are pooled only
+    when every setting except seeds, joins, PE types and bookkeeping (device, output folder,
+    compile) is the same, so a shorter schedule or another model override makes its own row.
+
+    Seeds trained under both arms are paired; a seed with only one of them is listed in
+    ``unpaired`` and left out of the statistics. Unfinished runs are refused unless
+    ``allow_unfinished`` (their "final" accuracy is a mid-run one).
+    """
     out = []
-    for (dataset, model, pe, epochs, setting), g in sorted(groups.items()):
-        base, treat = g["acc"][baseline], g["acc"][treatment]
+    for key, g in sorted(_groups(runs, (baseline, treatment), allow_unfinished).items()):
+        base, treat = g["acc"].get(baseline, {}), g["acc"].get(treatment, {})
         seeds = sorted(set(base) & set(treat))
         row: dict[str, Any] = {
-            "dataset": dataset, "model": model, "pe": pe, "epochs": epochs, "baseline": baseline, "treatment": treatment,
+            **_group_fields(key, g), "baseline": baseline, "treatment": treatment,
             "seeds": seeds, "unpaired": sorted(set(base) ^ set(treat)),
             "per_seed": [{"seed": s, baseline: base[s], treatment: treat[s], "difference": treat[s] - base[s]} for s in seeds],
             baseline: _describe([base[s] for s in seeds]) if seeds else None,
             treatment: _describe([treat[s] for s in seeds]) if seeds else None,
             "difference": paired_difference([treat[s] for s in seeds], [base[s] for s in seeds]) if seeds else None,
-            "published": None, "sources": g["sources"], "command": g["command"], "data_source": g["data_source"],
-            "wall_s": g["wall_s"], "devices": sorted(g["devices"]), "setting": json.loads(setting),
+            "published": None,
         }
         cfg = row["setting"]
         same_architecture = set(cfg.get("model_overrides", {})) <= _REGULARIZATION_OVERRIDES
-        if pe == "learnable" and same_architecture and (dataset, cfg["model"]) in PUBLISHED:
-            b, t = PUBLISHED[(dataset, cfg["model"])]
+        if row["pe"] == "learnable" and same_architecture and (row["dataset"], cfg["model"]) in PUBLISHED:
+            b, t = PUBLISHED[(row["dataset"], cfg["model"])]
             row["published"] = {baseline: b, treatment: t, "difference": round(t - b, 3), "source": PUBLISHED_SOURCE}
         out.append(row)
     return out
+
+
+# The steps from ``add`` to ``lape``, each adding one thing (their differences add up to lape − add):
+# (name, arm it starts from, arm it ends at, what the step adds).
+FACTORS: tuple[tuple[str, str, str, str], ...] = (
+    ("normalization", "add", "add_norm", "P through a LayerNorm of its own (scale set by the norm, learnable gain), once, into the stream"),
+    ("out of stream", "add_norm", "lape_shared", "P kept out of the residual stream, handed to every layer's attention"),
+    ("per layer", "lape_shared", "lape", "a PE LayerNorm per layer, chained (LaPE)"),
+    ("per layer (parallel)", "lape_shared", "lape_parallel", "a PE LayerNorm per layer, each on the raw P"),
+)
+
+
+def _pair(acc: Mapping[str, Mapping[int, float]], start: str, end: str) -> dict[str, Any] | None:
+    """``end − start`` paired by seed, or None where either arm is missing."""
+    if start not in acc or end not in acc:
+        return None
+    seeds = sorted(set(acc[start]) & set(acc[end]))
+    if not seeds:
+        return None
+    return {"from": start, "to": end, "seeds": seeds,
+            **paired_difference([acc[end][s] for s in seeds], [acc[start][s] for s in seeds])}
+
+
+def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str = "lape",
+                 allow_unfinished: bool = False) -> list[dict[str, Any]]:
+    """Every arm against ``reference``, and the factor steps from ``add`` to ``lape``, per setting.
+
+    Each row holds, for one (dataset, model, pe, setting): ``arms`` (label -> mean ± std over
+    seeds), ``against_reference`` (label -> reference − arm, paired by seed, with a 95 % interval
+    and p-value), and ``factors``: the steps of ``FACTORS`` that the run's arms allow, plus one
+    ``scale`` step per ``add@STD`` arm (add@STD − add: the init scale alone). Pooling and
+    refusals are as in :func:`compare`.
+    """
+    out = []
+    for key, g in sorted(_groups(runs, None, allow_unfinished).items()):
+        acc: dict[str, dict[int, float]] = g["acc"]
+        if reference not in acc:
+            raise ValueError(f"reference arm {reference!r} is not in {key[:4]}; its arms are {sorted(acc)}")
+        against = {label: _pair(acc, label, reference) for label in acc if label != reference}
+        factors = [{"factor": f"init scale {label.partition('@')[2]}", "adds": f"a learnable P initialized at std {label.partition('@')[2]}",
+                    **pair} for label in sorted(acc) if label.startswith("add@") and (pair := _pair(acc, "add", label))]
+        factors += [{"factor": name, "adds": adds, **pair} for name, start, end, adds in FACTORS
+                    if (pair := _pair(acc, start, end))]
+        out.append({**_group_fields(key, g), "reference": reference,
+                    "arms": {label: _describe(list(by_seed.values())) for label, by_seed in acc.items()},
+                    "per_seed": {label: dict(sorted(by_seed.items())) for label, by_seed in acc.items()},
+                    "against_reference": against, "factors": factors, "total": _pair(acc, "add", reference)})
+    return out
+
+
+def _ci(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return "–"
+    return f"{d['mean']:+.2f}" + (f" [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]" if d.get("ci") else "")
+
+
+def _p(d: Mapping[str, Any] | None) -> str:
+    return f"{d['p_value']:.3f}" if d and d.get("p_value") is not None else "–"
+
+
+def arms_table(row: Mapping[str, Any]) -> str:
+    """One setting's arms: mean ± std over seeds, and reference − arm paired by seed (95 % CI, p)."""
+    ref = row["reference"]
+    lines = [f"| arm | seeds | top-1 (%) | {ref} − arm (95 % CI) | p |", "|---|---|---|---|---|"]
+    for label, stats in row["arms"].items():
+        d = row["against_reference"].get(label)
+        lines.append(f"| {label} | {stats['n']} | {_pm(stats)} | {'(reference)' if label == ref else _ci(d)} | {_p(d)} |")
+    return "\n".join(lines)
+
+
+def factors_table(row: Mapping[str, Any]) -> str:
+    """The factor steps: what each adds, and its paired difference (95 % CI, p)."""
+    lines = ["| step | arms | adds | difference (95 % CI) | p |", "|---|---|---|---|---|"]
+    for f in row["factors"]:
+        lines.append(f"| {f['factor']} | {f['to']} − {f['from']} | {f['adds']} | {_ci(f)} | {_p(f)} |")
+    return "\n".join(lines)
+
+
+def _clear(d: Mapping[str, Any]) -> bool | None:
+    """Whether a paired difference's interval excludes zero (None: no interval)."""
+    return None if d.get("ci") is None else (d["ci"][0] > 0 or d["ci"][1] < 0)
+
+
+def factors_verdict(row: Mapping[str, Any]) -> str:
+    """Which factor steps carry a difference (interval excluding zero), or that the data can't tell."""
+    where = f"{row['model']} on {row['dataset']} ({row['pe']} PE, {row['epochs']} epochs)"
+    total, factors = row.get("total"), row["factors"]
+    if not factors:
+        return f"{where}: no factor step can be formed from these arms ({sorted(row['arms'])})."
+    if any(f.get("ci") is None for f in factors):
+        return f"{where}: too few paired seeds for intervals; the factor steps cannot be told apart."
+    said = [f"{where}"]
+    if total:
+        said.append(f": {row['reference']} − add = {_ci(total)} over {total['n']} paired seeds")
+    clear = [f for f in factors if _clear(f)]
+    if clear:
+        parts = ", ".join(f"{f['factor']} ({f['to']} − {f['from']} {_ci(f)})" for f in clear)
+        said.append(f". Steps whose 95 % interval excludes zero: {parts}")
+    else:
+        said.append(". No step's 95 % interval excludes zero: at this number of seeds the data can't tell which factor carries the difference")
+    unclear = [f["factor"] for f in factors if not _clear(f)]
+    if clear and unclear:
+        said.append(f"; not distinguishable from zero: {', '.join(unclear)}")
+    return "".join(said) + "."
 
 
 def _pm(stats: Mapping[str, Any] | None) -> str:
@@ -197,11 +319,13 @@ def verdict(row: Mapping[str, Any]) -> str:
     return f"{row['model']} on {row['dataset']} ({row['pe']} PE, {row['epochs']} epochs): {said}."
 
 
-def write_figures(runs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], prefix: str | Path) -> list[Path]:
-    """Learning curves of every run and the per-seed differences; PNG files named ``prefix``-*.png."""
+def write_figures(runs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], prefix: str | Path,
+                  multi: Sequence[Mapping[str, Any]] = ()) -> list[Path]:
+    """Learning curves of every run, the per-seed differences and, for settings with factor steps,
+    the steps from add to lape (``prefix``-factors*.png); PNG files named ``prefix``-*.png."""
     import matplotlib.pyplot as plt
 
-    from .plotting import plot_history, plot_paired_differences
+    from .plotting import plot_factors, plot_history, plot_paired_differences
 
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +339,12 @@ def write_figures(runs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str,
     written.append(prefix.with_name(f"{prefix.name}-differences.png"))
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
+    with_factors = [row for row in multi if row["factors"]]
+    for i, row in enumerate(with_factors):
+        fig = plot_factors(row)
+        written.append(prefix.with_name(f"{prefix.name}-factors{i if len(with_factors) > 1 else ''}.png"))
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
     return written
 
 
@@ -227,21 +357,33 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--out", help="write the comparison rows as JSON here")
     p.add_argument("--figures", help="write PNG figures with this path prefix")
     p.add_argument("--allow-unfinished", action="store_true", help="report runs that have not reached their last epoch")
+    p.add_argument("--reference", default="lape",
+                   help="the arm every other arm is compared with in the multi-arm table (default lape)")
     args = p.parse_args(argv)
     try:
         runs = load_results(args.runs)
         rows = compare(runs, args.baseline, args.treatment, allow_unfinished=args.allow_unfinished)
+        multi = compare_arms(runs, args.reference, allow_unfinished=args.allow_unfinished)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     print(markdown_table(rows))
     for row in rows:
         print(verdict(row))
+    for row in multi:
+        if len(row["arms"]) > 2:
+            print(f"\n{row['model']} on {row['dataset']} ({row['pe']} PE, {row['epochs']} epochs): every arm against {row['reference']}")
+            print(arms_table(row))
+            if row["factors"]:
+                print("\n" + factors_table(row))
+            print(factors_verdict(row))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"rows": rows, "verdicts": [verdict(r) for r in rows]}, indent=1) + "\n")
+        summary = {"rows": rows, "verdicts": [verdict(r) for r in rows], "arms": multi,
+                   "factor_verdicts": [factors_verdict(r) for r in multi]}
+        Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
         print(f"wrote {args.out}")
     if args.figures:
-        for path in write_figures(runs, rows, args.figures):
+        for path in write_figures(runs, rows, args.figures, multi):
             print(f"wrote {path}")
     return rows
 

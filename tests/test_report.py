@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lape_lib.report import PUBLISHED, compare, load_results, main, markdown_table, paired_difference, verdict
+from lape_lib.report import (PUBLISHED, arms_table, compare, compare_arms, factors_table, factors_verdict, load_results, main,
+                             markdown_table, paired_difference, verdict)
 from lape_lib.train import train
 from test_train import tiny
 
@@ -123,3 +124,67 @@ def test_cli_writes_json_and_figures(runs: list[dict], tmp_path: Path, capsys: p
     assert "| toy | vit_lite_7_4 (depth=1, dim=32, num_heads=2) |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no trainer results"):
         main([str(tmp_path / "missing")])
+
+
+def controls_run(template: dict, accuracies: dict[str, list[float]]) -> dict:
+    """A results file like ``template`` whose arms are ``accuracies`` (label -> one accuracy per seed)."""
+    run = copy.deepcopy(template)
+    arm = next(iter(run["arms"].values()))
+    run["arms"] = {}
+    for label, accs in accuracies.items():
+        for seed, acc in enumerate(accs):
+            run["arms"][f"learnable-{label}-s{seed}"] = {**copy.deepcopy(arm), "seed": seed, "join": label.partition("@")[0],
+                                                          "arm": label, "final": {"test_acc": acc}}
+    return run
+
+
+# Normalization is worth 2 points on every seed; out of stream and per layer: noise around +0.3 to +0.4.
+CONTROLS = {
+    "add": [30.0, 31.0, 32.0], "add@1.0": [31.5, 33.0, 33.6], "add_norm": [32.0, 33.0, 34.0],
+    "lape_shared": [32.5, 32.6, 34.2], "lape": [33.0, 32.4, 34.9], "lape_parallel": [32.0, 33.9, 34.0],
+}
+
+
+def test_compare_arms_every_arm_against_the_reference_and_the_factor_steps(runs: list[dict]) -> None:
+    (row,) = compare_arms([controls_run(runs[0], CONTROLS)])
+    assert row["reference"] == "lape" and sorted(row["arms"]) == sorted(CONTROLS)
+    assert row["arms"]["add"]["mean"] == pytest.approx(31.0)
+    against = row["against_reference"]
+    assert "lape" not in against and against["add"]["per_seed"] == pytest.approx([3.0, 1.4, 2.9])  # lape − add
+    steps = {f["factor"]: f for f in row["factors"]}
+    assert list(steps) == ["init scale 1.0", "normalization", "out of stream", "per layer", "per layer (parallel)"]
+    assert steps["normalization"]["per_seed"] == pytest.approx([2.0, 2.0, 2.0]) and steps["normalization"]["p_value"] is None  # no spread
+    assert steps["init scale 1.0"]["per_seed"] == pytest.approx([1.5, 2.0, 1.6])
+    chain = ("normalization", "out of stream", "per layer")  # the steps add up to lape − add, seed by seed
+    for s in range(3):
+        assert sum(steps[n]["per_seed"][s] for n in chain) == pytest.approx(row["total"]["per_seed"][s])
+    text = factors_verdict(row)
+    assert "init scale 1.0 (add@1.0 − add +1.70 [" in text and "not distinguishable from zero: normalization" not in text
+    assert "not distinguishable from zero: out of stream, per layer, per layer (parallel)" in text
+    assert "| add@1.0 | 3 | 32.70 ± 1.08 | +0.73 [" in arms_table(row)
+    assert "| out of stream | lape_shared − add_norm |" in factors_table(row)
+
+
+def test_compare_arms_says_when_the_data_cannot_tell(runs: list[dict]) -> None:
+    noisy = {"add": [30.0, 34.0, 31.0], "add_norm": [31.0, 32.0, 33.0], "lape_shared": [33.0, 31.0, 32.0],
+             "lape": [31.0, 33.0, 32.5]}
+    (row,) = compare_arms([controls_run(runs[0], noisy)])
+    assert "No step's 95 % interval excludes zero: at this number of seeds the data can't tell" in factors_verdict(row)
+    one_seed = {k: v[:1] for k, v in noisy.items()}
+    (row,) = compare_arms([controls_run(runs[0], one_seed)])
+    assert "too few paired seeds for intervals" in factors_verdict(row)
+    with pytest.raises(ValueError, match=r"reference arm 'lape_parallel' is not in .* its arms are \['add', 'add_norm'"):
+        compare_arms([controls_run(runs[0], noisy)], reference="lape_parallel")
+
+
+def test_cli_prints_the_multi_arm_table_and_factor_figure(runs: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "controls.json"
+    path.write_text(json.dumps(controls_run(runs[0], CONTROLS)))
+    main([str(path), "--out", str(tmp_path / "s.json"), "--figures", str(tmp_path / "fig" / "c"), "--baseline", "add@1.0"])
+    out = capsys.readouterr().out
+    assert "every arm against lape" in out and "| lape_parallel | 3 |" in out and "| per layer | lape − lape_shared |" in out
+    assert "| toy | vit_lite_7_4 (depth=1, dim=32, num_heads=2) | learnable |" in out  # the add@1.0 -> lape pair table
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["arms"][0]["factors"][0]["factor"] == "init scale 1.0" and len(saved["factor_verdicts"]) == 1
+    assert saved["rows"][0]["baseline"] == "add@1.0" and saved["rows"][0]["difference"]["mean"] == pytest.approx(33.433333 - 32.7, abs=1e-4)
+    assert (tmp_path / "fig" / "c-factors.png").is_file()
