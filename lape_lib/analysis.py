@@ -142,3 +142,39 @@ def block_inputs(model: VisionTransformer, images: torch.Tensor) -> list[torch.T
         for h in hooks:
             h.remove()
     return seen
+
+
+@torch.no_grad()
+def pe_share(model: VisionTransformer, images: torch.Tensor) -> dict[str, float]:
+    """How much of layer 1's attention input is position, for a batch of (normalized) images.
+
+    Layer 1's attention gets LN1_1(X_0 + P) under the in-stream joins and LN1_1(X_0) + P_1 under
+    the out-of-stream ones; its position part is γ/σ(X_0 + P) ⊙ (P − μ(P)) (``affine_split``)
+    or P_1. Returns the per-token standard deviations, averaged over tokens and images:
+    ``sigma_tokens`` (X_0, the tokens before any PE), ``sigma_pe`` (P as it is joined: LNpe(P)
+    for ``add_norm``) and ``share`` = σ(position part) / σ(attention input). Under ``add`` with
+    γ = 1 the share is the paper's λ2; a unit-scale PE next to unit-scale tokens gives ≈ 0.7.
+    """
+    if model.pos_embed is None:
+        raise ValueError(f"pe_share needs a model with an absolute position embedding, got pe={model.pe_type!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        x0 = model.tokenizer(images)
+        if model.cls_token is not None:
+            x0 = torch.cat([model.cls_token.expand(x0.shape[0], -1, -1), x0], dim=1)
+        p = model.layer_pes()[0]
+        assert p is not None
+        norm1 = cast(Block, model.blocks[0]).norm1
+        if model.join in OUT_OF_STREAM_JOINS:
+            position, attn_input = p.expand_as(x0), norm1(x0) + p
+        else:
+            position, attn_input = affine_split(norm1, x0, p.expand_as(x0)).pe, norm1(x0 + p)
+    finally:
+        model.train(was_training)
+
+    def sd(t: torch.Tensor) -> torch.Tensor:
+        return t.float().std(dim=-1, unbiased=False)
+
+    return {"sigma_tokens": float(sd(x0).mean()), "sigma_pe": float(sd(p).mean()),
+            "share": float((sd(position) / sd(attn_input)).mean())}

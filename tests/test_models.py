@@ -316,3 +316,24 @@ def test_error_lists_valid_choices() -> None:
         create_model("vit-lite-7/4")
     with pytest.raises(ValueError, match="lape_parallel"):
         create_model("vit_lite_7_4", join="LaPE")
+
+
+def test_pe_share_is_lambda2_under_add_and_unit_scale_under_the_normed_joins() -> None:
+    from lape_lib.analysis import pe_share
+
+    images = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(0)
+    add = create_model("vit_lite_7_4", join="add", depth=2)
+    share = pe_share(add, images)
+    x0 = torch.cat([add.cls_token.expand(4, -1, -1), add.tokenizer(images)], dim=1)
+    lam = lambda_coefficients(x0, add.pos_embed.weight.expand_as(x0))  # σ_p/σ_z: the ratio has no eps
+    assert share["share"] == pytest.approx(float(lam["lambda2"].mean()), rel=1e-5)  # γ = 1 at init
+    assert share["sigma_pe"] == pytest.approx(float(add.pos_embed.weight.std(dim=-1, unbiased=False).mean()), rel=1e-5)
+    torch.manual_seed(0)
+    louder = pe_share(create_model("vit_lite_7_4", join="add", depth=2, pe_init_std=1.0), images)
+    assert louder["sigma_tokens"] == pytest.approx(share["sigma_tokens"]) and louder["share"] > 2 * share["share"]
+    for join in ("add_norm", "lape_shared", "lape"):
+        normed = pe_share(create_model("vit_lite_7_4", join=join, depth=2), images)
+        assert normed["sigma_pe"] == pytest.approx(1.0, abs=1e-3)  # LNpe hands on a unit-scale PE
+    with pytest.raises(ValueError, match="pe_share needs a model with an absolute position embedding, got pe='none'"):
+        pe_share(create_model("vit_lite_7_4", pe="none", join="add", depth=2), images)
