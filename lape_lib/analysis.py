@@ -178,3 +178,30 @@ def pe_share(model: VisionTransformer, images: torch.Tensor) -> dict[str, float]
 
     return {"sigma_tokens": float(sd(x0).mean()), "sigma_pe": float(sd(p).mean()),
             "share": float((sd(position) / sd(attn_input)).mean())}
+
+
+def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, Any]]:
+    """``pe_share`` of every absolute-PE arm of a ``train`` results dict (its first seed), at init
+    (rebuilt from the same seed) and trained, on the run's first ``n_images`` test images."""
+    from .data import ImageData
+    from .train import TrainConfig, arm_name, build_model, load_data
+
+    cfg = TrainConfig(**{**results["config"], "progress": False})
+    data = load_data(cfg)
+    if not isinstance(data, ImageData):
+        raise ValueError("pe_shares needs a dataset held in memory, not a streamed one")
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (data.mean, data.std))
+    images = (data.test_x[:n_images].float() / 255 - mean) / std
+    seed, rows = min(cfg.seeds), []
+    for arm in results["arms"].values():
+        if arm["seed"] != seed or arm["pe"] in ("none", "rpe") or arm["join"] == "per_layer_pe":
+            continue
+        label = arm.get("arm", arm["join"])
+        torch.manual_seed(seed)  # the trainer's init for this arm
+        initial = cast(VisionTransformer, build_model(cfg, arm["pe"], label, data.num_classes))
+        trained = results.get("models", {}).get(arm_name(seed, arm["pe"], label))
+        at_init = pe_share(initial, images)
+        rows.append({"arm": label, "pe": arm["pe"], "join": arm["join"], "sigma_tokens": at_init["sigma_tokens"],
+                     "sigma_pe_init": at_init["sigma_pe"], "share_init": at_init["share"],
+                     "share_trained": None if trained is None else pe_share(trained.cpu(), images)["share"]})
+    return rows

@@ -272,6 +272,15 @@ def factors_verdict(row: Mapping[str, Any]) -> str:
     unclear = [f["factor"] for f in factors if not _clear(f)]
     if clear and unclear:
         said.append(f"; not distinguishable from zero: {', '.join(unclear)}")
+    for label, d in sorted(row["against_reference"].items()):
+        if label.startswith("add@") and d and total:
+            if d["ci"] is None:
+                closes = "too few seeds to say whether the PE's init scale alone closes the gap"
+            elif d["ci"][0] <= 0:
+                closes = "with the PE's init scale alone changed, no gap distinguishable from zero remains"
+            else:
+                closes = "a gap remains when only the PE's init scale is changed"
+            said.append(f". Against {label}, {row['reference']} − {label} = {_ci(d)}: {closes}")
     return "".join(said) + "."
 
 

@@ -161,6 +161,7 @@ def test_compare_arms_every_arm_against_the_reference_and_the_factor_steps(runs:
     text = factors_verdict(row)
     assert "init scale 1.0 (add@1.0 − add +1.70 [" in text and "not distinguishable from zero: normalization" not in text
     assert "not distinguishable from zero: out of stream, per layer, per layer (parallel)" in text
+    assert "Against add@1.0, lape − add@1.0 = +0.73 [" in text and "no gap distinguishable from zero remains" in text
     assert "| add@1.0 | 3 | 32.70 ± 1.08 | +0.73 [" in arms_table(row)
     assert "| out of stream | lape_shared − add_norm |" in factors_table(row)
 
