@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n-models", type=int, default=1, help="models (seeds) trained at once in (b), each on its own batch")
     p.add_argument("--stack-seeds", action="store_true", help="train the --n-models seeds as one vmapped model")
     p.add_argument("--cuda-graph", action="store_true", help="replay each model's whole step from one CUDA graph (GPU)")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                   help="(b)'s autocast: auto is fp32 on a CPU; bf16 asks whether this CPU's bf16 is any faster")
     p.add_argument("--model", default="vit_lite_7_4", help="(b)'s model, e.g. timm/deit_tiny_patch16_224 with --img-size 224")
     p.add_argument("--img-size", type=int, default=32)
     p.add_argument("--num-classes", type=int, default=10)
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     ours = measure_throughput(args.model, batch_size=args.batch_size, steps=args.steps, warmup=3, device=str(device),
                               compile_model=args.compile, compile_mode=args.compile_mode, n_models=args.n_models,
                               img_size=args.img_size, num_classes=args.num_classes, stack_seeds=args.stack_seeds,
-                              cuda_graph=args.cuda_graph)
+                              cuda_graph=args.cuda_graph, precision=args.precision)
     env = environment()
     name = env["gpu"] or f"cpu ({env['cpu_threads']} threads)"
     variant = (f"{args.model}@{args.img_size} b{args.batch_size} x{args.n_models} {ours['precision'].replace('torch.', '')}"

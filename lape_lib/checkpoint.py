@@ -2,15 +2,20 @@
 
 A training checkpoint (``checkpoint.pt``) holds only tensors and plain values, so it loads
 with ``torch.load(weights_only=True)``; it records the config it belongs to and is refused,
-with the differing keys named, when resumed under another one. Trained weights for sharing
+with the differing keys named, when resumed under another one. It also records a sha256 of
+every tensor it holds: PyTorch's zip reader checks no tensor data, so a damaged file would
+otherwise load (and train on) whatever bytes it finds. A restored tensor that is not finite
+is refused too. Trained weights for sharing
 (``*.safetensors``, fp16) carry the model's description in their metadata, so
 ``load_model(path)`` rebuilds the model without any code or pickle.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +29,37 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint belongs to another configuration."""
 
 
-def _atomic(path: Path, write) -> None:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files of ``path`` left by writers that were killed (their pid is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp*"):
+        pid = tmp.name[len(f".{path.name}.tmp"):].partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp)`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
+
+    The temp name is unique (pid and a random part), so concurrent writers never share one, and
+    temp files of killed writers are removed on the next write.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    _remove_stale_temps(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp{os.getpid()}-", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -37,10 +69,33 @@ def _atomic(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _tensors(obj: Any, prefix: str = ""):
+    """Every tensor in nested dicts/lists, with its path, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            yield from _tensors(obj[key], f"{prefix}/{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            yield from _tensors(item, f"{prefix}/{i}")
+
+
+def payload_digest(state: dict[str, Any]) -> str:
+    """sha256 over every tensor's path, dtype, shape and bytes in ``state``."""
+    h = hashlib.sha256()
+    for key, t in _tensors(state):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:
     """Write ``state`` (tensors and plain values) with its config fingerprint, atomically."""
     payload = {"format": FORMAT, "fingerprint": json.dumps(fingerprint, sort_keys=True), **state}
-    _atomic(Path(path), lambda tmp: torch.save(payload, tmp))
+    payload["digest"] = payload_digest(state)
+    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any] | None, device: str | torch.device = "cpu",
@@ -56,6 +111,17 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any] | None,
         raise CheckpointMismatchError(f"cannot read checkpoint {path} ({err}); delete it to start afresh") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointMismatchError(f"{path} is not a lape_lib checkpoint of format {FORMAT}")
+    digest = state.pop("digest", None)  # checkpoints written before the digest existed have none
+    body = {k: v for k, v in state.items() if k not in ("format", "fingerprint")}
+    if digest is not None and payload_digest(body) != digest:
+        raise CheckpointMismatchError(
+            f"{path} is corrupt: its tensors do not match the checksum written with them (a damaged or "
+            "partly overwritten file). Delete it to start afresh, or restore it from a copy."
+        )
+    bad = next((key for key, t in _tensors(body) if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise CheckpointMismatchError(f"{path} holds non-finite values in {bad.lstrip('/')}; it cannot be resumed. "
+                                      "Delete it to start afresh.")
     if fingerprint is not None:
         saved = {**json.loads(json.dumps(defaults or {}, sort_keys=True)), **json.loads(state["fingerprint"])}
         expected = json.loads(json.dumps(fingerprint, sort_keys=True))
@@ -73,7 +139,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, description: dict[st
     from safetensors.torch import save_file
 
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={"lape_model": json.dumps(description)}))
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={"lape_model": json.dumps(description)}))
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):

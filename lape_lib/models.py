@@ -117,6 +117,8 @@ class PatchEmbed(nn.Module):
                 f"use a multiple of {patch_size}"
             )
         self.grid = (h // patch_size, w // patch_size)
+        if min(self.grid) < 1:
+            raise ValueError(f"img_size {h}x{w} is smaller than one patch ({patch_size} px); use at least {patch_size}")
         self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -404,12 +406,40 @@ def _check_choices(cfg: ModelConfig, pe: str, join: str) -> None:
             f"join='per_layer_pe' learns a separate PE per layer and needs pe='learnable', got pe={pe!r} "
             "(a fixed PE repeated per layer is join='add_every_layer')"
         )
+    for name in ("depth", "num_heads", "dim", "patch_size", "conv_layers", "conv_kernel", "conv_hidden"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ValueError(f"model setting {name} must be an integer >= 1, got {value!r}")
+    if cfg.dim % cfg.num_heads:
+        raise ValueError(f"dim {cfg.dim} is not divisible by num_heads {cfg.num_heads}")
+    for name in ("mlp_ratio", "pe_init_std"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
+            raise ValueError(f"model setting {name} must be a positive number, got {value!r}")
+    for name in ("attn_drop", "drop", "drop_path"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ValueError(f"model setting {name} is a probability in [0, 1), got {value!r}")
     if cfg.layer_style not in LAYER_STYLES:
         raise ValueError(f"unknown layer_style {cfg.layer_style!r}; choose one of {LAYER_STYLES}")
     if cfg.tokenizer not in ("patch", "conv"):
         raise ValueError(f"unknown tokenizer {cfg.tokenizer!r}; choose 'patch' or 'conv'")
     if cfg.pooling not in ("cls", "seq"):
         raise ValueError(f"unknown pooling {cfg.pooling!r}; choose 'cls' or 'seq'")
+
+
+def resolve_config(name: str, overrides: dict[str, Any], pe: str | None = None, join: str | None = None) -> ModelConfig:
+    """The registered config of ``name`` under ``overrides``, checked (with ``pe`` and ``join`` if
+    given) without building the model; raises ValueError naming the bad value."""
+    cfg = model_config(name)
+    valid = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(f"unknown model override(s) {unknown}; valid ones are {sorted(valid)}")
+    cfg = replace(cfg, **overrides)
+    if pe is not None and join is not None:
+        _check_choices(cfg, pe, join)
+    return cfg
 
 
 def create_model(
@@ -429,12 +459,7 @@ def create_model(
     Raises:
         ValueError: on an unknown name, pe, join or override, or a combination that cannot work.
     """
-    cfg = model_config(name)
-    valid = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise ValueError(f"unknown model override(s) {unknown}; valid ones are {sorted(valid)}")
-    model = VisionTransformer(replace(cfg, **overrides), num_classes=num_classes, img_size=img_size, pe=pe, join=join)
+    model = VisionTransformer(resolve_config(name, overrides), num_classes=num_classes, img_size=img_size, pe=pe, join=join)
     model.registered_as = name
     return model
 

@@ -31,15 +31,16 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import AugmentConfig, BatchAugment, derive_seed
-from .checkpoint import load_checkpoint, save_checkpoint, save_weights
+from .checkpoint import atomic_write, load_checkpoint, pid_alive, save_checkpoint, save_weights
 from .data import DATASETS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
 from .graphs import GraphedStep, load_optimizer_state, portable_optimizer_state, set_lr
-from .models import JOINS, VisionTransformer, create_model, describe, list_models, valid_combination
+from .models import JOINS, VisionTransformer, create_model, describe, list_models, resolve_config, valid_combination
 from .pos_embed import PE_TYPES
 from .stack import SeedStack, adamw, split_weight_decay
 from .stream import StreamingImageFolder, open_imagefolder
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 RECIPES = ("cifar10", "cifar100", "deit")
 DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
 TIMM_PREFIX = "timm/"
@@ -108,6 +109,8 @@ class TrainConfig:
                 raise ValueError(f"timm models run with joins 'add'/'lape' and pe 'learnable' only, got {bad[0]!r}")
         elif self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}; choose one of {list_models()} or 'timm/<name>'")
+        else:  # a bad override fails here, before any data is read
+            resolve_config(self.model, self.model_overrides, "learnable", "add")
         for j in self.joins:
             parse_join(j)
         for name in ("joins", "pes", "seeds"):
@@ -148,8 +151,31 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
         if self.mix_off_epoch is not None and self.mix_off_epoch < 0:
             raise ValueError(f"mix_off_epoch must be an epoch >= 0, or None / -1 for never; got {self.mix_off_epoch}")
-        if not (self.lr > 0 and self.min_lr >= 0 and self.warmup_lr >= 0):
-            raise ValueError(f"learning rates must be positive: lr={self.lr}, min_lr={self.min_lr}")
+        for name in ("lr", "min_lr", "warmup_lr", "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("n_train", "n_test"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be a number of images >= 1, or None for the whole split; got {value!r}")
+        for name in ("img_size", "eval_every"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.out_dir is not None and not str(self.out_dir).strip():
+            raise ValueError("out_dir is empty; give a folder, or None to write nothing")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"unknown device {self.device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {COMPILE_MODES}")
+        if not self.arms():
+            raise ValueError(f"no (pe, join) combination of pes {list(self.pes)} and joins {list(self.joins)} can work: "
+                             "pe 'none' takes join 'add' only, 'rpe' takes 'add' or 'lape', 'per_layer_pe' needs 'learnable'")
 
     @classmethod
     def recipe(cls, name: str | None = None, **overrides: Any) -> TrainConfig:
@@ -534,11 +560,52 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
     if time_limit_s is not None and not time_limit_s > 0:
         raise ValueError(f"the time limit must be a positive number of seconds (or None: no limit); got {time_limit_s}")
     rank, world, owned = init_distributed(cfg.device)
+    lock = lock_run_folder(Path(cfg.out_dir)) if cfg.out_dir is not None and rank == 0 else None
     try:
         return _train(cfg, resume, stop_after_epochs, rank, world, time_limit_s)
     finally:
+        if lock is not None:
+            lock.unlink(missing_ok=True)
         if owned:
             torch.distributed.destroy_process_group()
+
+
+LOCK = ".lock"  # in the run folder while a run writes there: {"pid", "command"}
+
+
+def lock_run_folder(out: Path) -> Path:
+    """Create ``out`` and take its lock, so that two runs never write one folder.
+
+    Refused, naming the holder's pid and command, while a live process holds it; a lock left by
+    a killed run is taken over. Also the early check of ``out`` itself: a path that is a file or
+    cannot be written fails here, before any data is read, not after the first epoch.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"output folder {str(out)!r} cannot be created ({err.strerror}); choose a writable folder") from None
+    lock = out / LOCK
+    me = json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv)})
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            pid = holder.get("pid")
+            if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
+                raise ValueError(f"output folder {str(out)!r} is in use by another run (pid {pid}: {holder.get('command')}); "
+                                 "wait for it to end, or choose another folder") from None
+            lock.unlink(missing_ok=True)  # left by a run that was killed
+            continue
+        except OSError as err:
+            raise ValueError(f"output folder {str(out)!r} is not writable ({err.strerror}); choose a writable folder") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return lock
+    raise ValueError(f"could not take the lock {lock}; another run may be starting in {str(out)!r}")
 
 
 def init_distributed(device_name: str) -> tuple[int, int, bool]:
@@ -647,6 +714,9 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     bar.close()
     results = _results(cfg, arms, wall, data, world, done=end_epoch == cfg.total_epochs)
     if out is not None and lead:
+        # Also when nothing was left to train: a run killed between its last checkpoint and its
+        # last results.json is finished here instead of staying at done=false.
+        _write_json(out / "results.json", results)
         if cfg.save_weights and results["done"]:
             for arm in arms:
                 if isinstance(arm.model, VisionTransformer):
@@ -760,9 +830,7 @@ def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData | S
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
 
 def _parser() -> argparse.ArgumentParser:

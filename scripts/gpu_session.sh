@@ -8,6 +8,10 @@
 #                                                # augmentation images/s: merged into $OUT/benchmarks.json, augment.json
 #   bash scripts/gpu_session.sh train NAME ARGS  # python -m lape_lib.train ARGS into runs/NAME, ending on a checkpoint
 #                                                # before 9 minutes; call it again while the machine is warm to resume
+#   bash scripts/gpu_session.sh controls         # issue 13 at the recipe: add, add@1.0 (scale-matched) and lape,
+#                                                # seeds 0-2, CIFAR-10, full augmentation, EPOCHS epochs (default 30:
+#                                                # the recipe's schedule shortened to fit one loan; mixup/cutmix off
+#                                                # after 175/300 of it); one train call, then the multi-arm report
 #
 # Each step leaves what it measured in $OUT (a train step: results.json, and a finished run's
 # seed-0 safetensors). runs/ lives only as long as the machine stays warm: a run must finish
@@ -44,8 +48,16 @@ case "${1:-}" in
     cp "runs/$name/results.json" "$out/$name-results.json"
     cp "runs/$name"/*-s0.safetensors "$out/" 2>/dev/null || true  # written when the run is done
     ;;
+  controls)
+    epochs=${EPOCHS:-30}
+    bash "$0" train "controls_c10_e$epochs" --model vit_lite_7_4 --joins add add@1.0 lape --seeds 0 1 2 \
+      --epochs "$epochs" --warmup-epochs $((epochs / 30 > 0 ? epochs / 30 : 1)) --cooldown-epochs 0 \
+      --mix-off-epoch $((epochs * 175 / 300)) --compile
+    "$py" -m lape_lib.report "$out/controls_c10_e$epochs-results.json" --allow-unfinished \
+      --out "$out/controls_c10_e$epochs-summary.json"
+    ;;
   *)
-    echo "usage: bash scripts/gpu_session.sh bench | train NAME [lape_lib.train options]" >&2
+    echo "usage: bash scripts/gpu_session.sh bench | train NAME [lape_lib.train options] | controls" >&2
     exit 2
     ;;
 esac

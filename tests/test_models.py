@@ -117,15 +117,18 @@ def test_controls_forward_matches_the_equations() -> None:
 
 @pytest.mark.parametrize("name", ["vit_lite_7_4", "cct_7_3x1"])
 def test_joins_of_one_seed_start_from_the_same_weights(name: str) -> None:
-    """Paired arms: every module two joins share is initialized identically from the same seed."""
+    """Paired arms: every module two joins share is initialized identically from the same seed.
+
+    (per_layer_pe draws L position embeddings, so the draws after them differ: it is the one
+    join that is not paired this way.)"""
     states = {}
-    for join in [j for j in JOINS if valid_combination("learnable", j)]:
+    for join in [j for j in JOINS if valid_combination("learnable", j) and j != "per_layer_pe"]:
         torch.manual_seed(3)
         states[join] = create_model(name, join=join).state_dict()
     ref = states["add"]
     for join, state in states.items():
         shared = [k for k in state if k in ref]
-        assert len(shared) >= len(ref) - 1, join  # per_layer_pe has no single pos_embed
+        assert len(shared) == len(ref), join
         for k in shared:
             assert torch.equal(state[k], ref[k]), (join, k)
 

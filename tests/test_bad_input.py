@@ -1,0 +1,117 @@
+"""Bad or hostile input, one case per class: refused early, naming the setting or file, with
+nothing the user had changed; and the failure windows of a run (corrupt checkpoint, a kill
+after the last checkpoint, two runs in one folder, stale temp files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lape_lib.checkpoint import CheckpointMismatchError, atomic_write, load_checkpoint, save_checkpoint
+from lape_lib.train import LOCK, main, train
+from test_train import tiny
+
+CLI = ["--dataset", "toy", "--n-train", "32", "--n-test", "16", "--batch-size", "16", "--epochs", "1",
+       "--warmup-epochs", "0", "--cooldown-epochs", "0", "--override", "depth=1", "dim=32", "num_heads=2",
+       "--joins", "lape", "--no-progress", "--no-augment", "--device", "cpu"]
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"n_train": -5}, "n_train must be a number of images >= 1, or None for the whole split; got -5"),
+    ({"n_train": 0}, "n_train must be a number of images >= 1"),
+    ({"n_test": 0}, "n_test must be a number of images >= 1"),
+    ({"img_size": 0}, "img_size must be an integer >= 1, got 0"),
+    ({"eval_every": 0}, "eval_every must be an integer >= 1, got 0"),
+    ({"warmup_lr": float("nan")}, "warmup_lr must be a finite number >= 0, got nan"),
+    ({"weight_decay": float("nan")}, "weight_decay must be a finite number >= 0, got nan"),
+    ({"device": "foo"}, "unknown device 'foo'; use 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    ({"compile_mode": "nonsense"}, "unknown compile_mode 'nonsense'"),
+    ({"out_dir": ""}, "out_dir is empty"),
+    ({"model_overrides": {"depth": 0}}, "model setting depth must be an integer >= 1, got 0"),
+    ({"model_overrides": {"depth": 1.5}}, "model setting depth must be an integer >= 1, got 1.5"),
+    ({"model_overrides": {"dim": 32, "num_heads": 3}}, "dim 32 is not divisible by num_heads 3"),
+    ({"model_overrides": {"drop": 1.5}}, "model setting drop is a probability in [0, 1), got 1.5"),
+    ({"pes": ("none",), "joins": ("lape",)}, "no (pe, join) combination of pes ['none'] and joins ['lape'] can work"),
+])
+def test_bad_config_values_name_the_setting(kwargs: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        tiny(**kwargs)
+
+
+@pytest.mark.parametrize("kind", ["file", "devnull"])
+def test_an_unusable_out_is_refused_before_any_work(kind: str, tmp_path: Path) -> None:
+    target = tmp_path / "a_file.txt"
+    target.write_text("keep me")
+    out = target if kind == "file" else Path("/dev/null")
+    with pytest.raises(SystemExit, match=re.escape(f"output folder {str(out)!r} cannot be created")):
+        main(CLI + ["--out", str(out)])
+    assert target.read_text() == "keep me"
+
+
+def test_a_damaged_checkpoint_is_refused_not_trained_on(tmp_path: Path) -> None:
+    cfg = tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path))
+    train(cfg, stop_after_epochs=1)
+    ckpt = tmp_path / "checkpoint.pt"
+    blob = bytearray(ckpt.read_bytes())
+    state = torch.load(ckpt, weights_only=True)
+    first = next(iter(state["arms"].values()))["model"]["cls_token"].numpy().tobytes()
+    at = bytes(blob).find(first[:16])  # the first values of a tensor, inside the zip
+    assert at > 0
+    blob[at:at + 16] = b"\xff" * 16  # same size, a different payload
+    ckpt.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointMismatchError, match="is corrupt: its tensors do not match the checksum"):
+        train(cfg)
+
+
+def test_non_finite_tensors_in_a_checkpoint_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"epoch": 1, "arms": {"a": {"model": {"w": torch.tensor([1.0, float("inf")])}}}}, {"x": 1})
+    with pytest.raises(CheckpointMismatchError, match="non-finite values in arms/a/model/w"):
+        load_checkpoint(path, {"x": 1})
+
+
+def test_a_kill_after_the_last_checkpoint_is_finished_by_the_next_run(tmp_path: Path) -> None:
+    cfg = tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path))
+    done = train(cfg)
+    results = tmp_path / "results.json"
+    stranded = json.loads(results.read_text())
+    stranded["done"] = False  # as a kill between the final checkpoint and the final results.json leaves it
+    results.write_text(json.dumps(stranded))
+    again = train(cfg)
+    saved = json.loads(results.read_text())
+    assert saved["done"] and again["done"]
+    assert saved["arms"]["learnable-add-s0"]["final"] == done["arms"]["learnable-add-s0"]["final"]
+
+
+def test_a_second_run_in_a_folder_in_use_is_refused(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK).write_text(json.dumps({"pid": holder.pid, "command": "python -m lape_lib.train --out x"}))
+        with pytest.raises(ValueError, match=rf"is in use by another run \(pid {holder.pid}: python -m lape_lib.train --out x\)"):
+            train(tiny(out_dir=str(tmp_path)))
+        assert not (tmp_path / "results.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone: its lock is stale, the next run takes it over and releases it at the end.
+    assert train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path)))["done"]
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_atomic_writes_use_unique_temps_and_remove_dead_writers_leftovers(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = tmp_path / f".results.json.tmp{dead.pid}-abc"
+    leftover.write_text("half a file")
+    mine = tmp_path / f".results.json.tmp{os.getpid()}-live"  # a live writer's temp stays
+    mine.write_text("being written")
+    atomic_write(tmp_path / "results.json", lambda tmp: tmp.write_text("{}"))
+    assert (tmp_path / "results.json").read_text() == "{}"
+    assert not leftover.exists() and mine.exists()
