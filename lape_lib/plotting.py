@@ -46,6 +46,9 @@ def plot_layer_similarity(
         model = models[name]
         sims = pe_similarity(per_layer_pe(model)).cpu()
         p = central_patch(model.grid) if patch is None else patch
+        n = model.grid[0] * model.grid[1]
+        if not 0 <= p < n:
+            raise ValueError(f"patch {p} is not on {name}'s {model.grid[0]}x{model.grid[1]} patch grid; choose 0..{n - 1}")
         for l in range(depth):
             patch_map = sims[l, p].reshape(model.grid)
             panels = [sims[l], patch_map] if show_matrix else [patch_map]

@@ -44,12 +44,29 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         file = path / "results.json" if path.is_dir() else path
         if not file.is_file():
             raise FileNotFoundError(f"no trainer results at {file}; pass a results.json or the run's --out folder")
-        run = json.loads(file.read_text())
-        if "arms" not in run or "config" not in run:
-            raise ValueError(f"{file} is not a lape_lib.train results file (no 'arms'/'config')")
+        try:
+            run = json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{file} cannot be read as JSON ({err}); is it a results.json written by lape_lib.train?") from None
+        _check_results(run, file)
         run["path"] = str(file)
         runs.append(run)
     return runs
+
+
+def _check_results(run: Any, file: Path) -> None:
+    """Refuse, naming the file and the place, a results file that is not one or holds impossible values."""
+    if not isinstance(run, dict) or not isinstance(run.get("arms"), dict) or not isinstance(run.get("config"), dict):
+        raise ValueError(f"{file} is not a lape_lib.train results file (no 'arms'/'config' objects)")
+    for key in ("dataset", "model", "epochs"):
+        if key not in run["config"]:
+            raise ValueError(f"{file}: config has no {key!r}; not a lape_lib.train results file")
+    for name, arm in run["arms"].items():
+        if not isinstance(arm, dict) or not {"seed", "pe", "join"} <= set(arm) or not isinstance(arm.get("final", {}), dict):
+            raise ValueError(f"{file}: arm {name!r} lacks seed/pe/join/final; not a lape_lib.train results file")
+        acc = arm.get("final", {}).get("test_acc")
+        if acc is not None and not (isinstance(acc, (int, float)) and math.isfinite(acc) and 0 <= acc <= 100):
+            raise ValueError(f"{file}: arm {name!r} has test_acc {acc!r}; an accuracy is a percentage in [0, 100]")
 
 
 # Config fields that may differ between runs of one comparison (what pairs them, or bookkeeping).
@@ -149,6 +166,10 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
     ``unpaired`` and left out of the statistics. Unfinished runs are refused unless
     ``allow_unfinished`` (their "final" accuracy is a mid-run one).
     """
+    known = {arm_label(arm) for run in runs for arm in run["arms"].values()}
+    for role, label in (("baseline", baseline), ("treatment", treatment)):
+        if label not in known:
+            raise ValueError(f"{role} arm {label!r} is in none of the runs; their arms are {sorted(known)}")
     out = []
     for key, g in sorted(_groups(runs, (baseline, treatment), allow_unfinished).items()):
         base, treat = g["acc"].get(baseline, {}), g["acc"].get(treatment, {})
@@ -202,11 +223,14 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str = "lape",
     ``scale`` step per ``add@STD`` arm (add@STD − add: the init scale alone). Pooling and
     refusals are as in :func:`compare`.
     """
+    known = {arm_label(arm) for run in runs for arm in run["arms"].values()}
+    if reference not in known:
+        raise ValueError(f"reference arm {reference!r} is in none of the runs; their arms are {sorted(known)}")
     out = []
     for key, g in sorted(_groups(runs, None, allow_unfinished).items()):
         acc: dict[str, dict[int, float]] = g["acc"]
-        if reference not in acc:
-            raise ValueError(f"reference arm {reference!r} is not in {key[:4]}; its arms are {sorted(acc)}")
+        if reference not in acc:  # a setting trained without it
+            continue
         against = {label: _pair(acc, label, reference) for label in acc if label != reference}
         factors = [{"factor": f"init scale {label.partition('@')[2]}", "adds": f"a learnable P initialized at std {label.partition('@')[2]}",
                     **pair} for label in sorted(acc) if label.startswith("add@") and (pair := _pair(acc, "add", label))]
@@ -361,18 +385,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(prog="python -m lape_lib.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="results.json files (or run folders) written by lape_lib.train")
-    p.add_argument("--baseline", default="add")
-    p.add_argument("--treatment", default="lape")
+    p.add_argument("--baseline", default="add", help="an arm label: a join or JOIN@STD (default add)")
+    p.add_argument("--treatment", default="lape", help="an arm label (default lape)")
     p.add_argument("--out", help="write the comparison rows as JSON here")
     p.add_argument("--figures", help="write PNG figures with this path prefix")
     p.add_argument("--allow-unfinished", action="store_true", help="report runs that have not reached their last epoch")
-    p.add_argument("--reference", default="lape",
-                   help="the arm every other arm is compared with in the multi-arm table (default lape)")
+    p.add_argument("--reference", default=None,
+                   help="the arm every other arm is compared with in the multi-arm table (default: lape, where trained)")
     args = p.parse_args(argv)
     try:
         runs = load_results(args.runs)
         rows = compare(runs, args.baseline, args.treatment, allow_unfinished=args.allow_unfinished)
-        multi = compare_arms(runs, args.reference, allow_unfinished=args.allow_unfinished)
+        labels = {arm_label(arm) for run in runs for arm in run["arms"].values()}
+        reference = args.reference or "lape"
+        multi = compare_arms(runs, reference, args.allow_unfinished) if args.reference or reference in labels else []
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     print(markdown_table(rows))

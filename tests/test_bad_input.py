@@ -115,3 +115,15 @@ def test_atomic_writes_use_unique_temps_and_remove_dead_writers_leftovers(tmp_pa
     atomic_write(tmp_path / "results.json", lambda tmp: tmp.write_text("{}"))
     assert (tmp_path / "results.json").read_text() == "{}"
     assert not leftover.exists() and mine.exists()
+
+
+def test_a_patch_off_the_grid_is_named() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lape_lib import create_model
+    from lape_lib.plotting import plot_layer_similarity
+
+    model = create_model("vit_lite_7_4", depth=1)
+    with pytest.raises(ValueError, match=r"patch 9999 is not on lape's 8x8 patch grid; choose 0..63"):
+        plot_layer_similarity({"lape": model}, patch=9999)

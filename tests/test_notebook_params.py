@@ -66,3 +66,29 @@ def test_join_specs_are_parsed_item_by_item(monkeypatch: pytest.MonkeyPatch) -> 
         check({"joins": ["add", "add@x"]}, spec, quiet=True)
     with pytest.raises(ValueError, match=r"unknown join 'sum' in 'sum'; choose from \('add'"):
         check({"joins": ["sum"]}, spec, quiet=True)
+
+
+def test_a_misspelt_parameter_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """papermill injects ``-p epoch 5`` as a new variable: the check names it and the right name."""
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"n_trian=5 is not a parameter of this notebook; did you mean 'n_train'\?"):
+        check({**GOOD, "n_trian": 5}, SPEC, quiet=True)
+    check({**GOOD, "Path": object, "shares": [1], "_": 3}, SPEC, quiet=True)  # other names pass
+
+
+def test_seed_items_and_minimums(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lape_lib.notebook import integer
+
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    spec = {"seeds": Param(list, each=True, parse=integer), "patch": Param((int, type(None)), minimum=0)}
+    assert check({"seeds": [0, 3], "patch": None}, spec, quiet=True).seeds == [0, 3]
+    with pytest.raises(ValueError, match=r"parameter seeds=\[1.5\]: 1.5 is not an integer"):
+        check({"seeds": [1.5], "patch": 0}, spec, quiet=True)
+    with pytest.raises(ValueError, match=r"parameter patch=-1 must be >= 0 or None"):
+        check({"seeds": [0], "patch": -1}, spec, quiet=True)
+
+
+def test_smoke_mode_says_what_it_replaced(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    check({**GOOD, "n_train": 5000}, SPEC)
+    assert "n_train = 10   (smoke mode replaced 5000)" in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -174,7 +175,7 @@ def test_compare_arms_says_when_the_data_cannot_tell(runs: list[dict]) -> None:
     one_seed = {k: v[:1] for k, v in noisy.items()}
     (row,) = compare_arms([controls_run(runs[0], one_seed)])
     assert "too few paired seeds for intervals" in factors_verdict(row)
-    with pytest.raises(ValueError, match=r"reference arm 'lape_parallel' is not in .* its arms are \['add', 'add_norm'"):
+    with pytest.raises(ValueError, match=r"reference arm 'lape_parallel' is in none of the runs; their arms are \['add', 'add_norm'"):
         compare_arms([controls_run(runs[0], noisy)], reference="lape_parallel")
 
 
@@ -189,3 +190,31 @@ def test_cli_prints_the_multi_arm_table_and_factor_figure(runs: list[dict], tmp_
     assert saved["arms"][0]["factors"][0]["factor"] == "init scale 1.0" and len(saved["factor_verdicts"]) == 1
     assert saved["rows"][0]["baseline"] == "add@1.0" and saved["rows"][0]["difference"]["mean"] == pytest.approx(33.433333 - 32.7, abs=1e-4)
     assert (tmp_path / "fig" / "c-factors.png").is_file()
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ("{not json", "cannot be read as JSON"),
+    ("[1, 2]", "is not a lape_lib.train results file"),
+    ('{"arms": {}, "config": {"model": "m"}}', "config has no 'dataset'"),
+    ('{"arms": {"a": {"seed": 0}}, "config": {"dataset": "d", "model": "m", "epochs": 1}}', "arm 'a' lacks seed/pe/join/final"),
+])
+def test_malformed_results_files_are_named(content: str, needle: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    with pytest.raises(SystemExit, match=re.escape(str(bad)) + ".*" + re.escape(needle)):
+        main([str(bad)])
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1e9, -3.0])
+def test_impossible_accuracies_are_refused(value: float, runs: list[dict], tmp_path: Path) -> None:
+    run = copy.deepcopy(runs[0])
+    next(iter(run["arms"].values()))["final"]["test_acc"] = value
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(run))
+    with pytest.raises(SystemExit, match=r"has test_acc .*; an accuracy is a percentage in \[0, 100\]"):
+        main([str(path)])
+
+
+def test_an_unknown_baseline_names_the_arms(runs: list[dict]) -> None:
+    with pytest.raises(SystemExit, match=r"baseline arm 'addd' is in none of the runs; their arms are \['add', 'lape'\]"):
+        main([runs[0]["path"], "--baseline", "addd"])
