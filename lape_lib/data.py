@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tarfile
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +30,9 @@ MEAN_STD = {
 # Archives whose contents we know: a mismatch means a corrupt or different file.
 KNOWN_SHA256 = {"cifar10-jpeg.tar.xz": "f7453856acd3811d8bb9297c414e1d265bfe85aaec7b1460a37e9b44e8077808"}
 _ARCHIVE_SUFFIXES = (".tar", ".tar.xz", ".tar.gz", ".tgz")
+# (classes, train images per class, test images per class): what a complete copy holds, whatever
+# its source; a damaged archive can end early (tarfile takes a bad header for the end) and look fine.
+EXPECTED_COUNTS = {"cifar10": (10, 5000, 1000), "cifar100": (100, 500, 100)}
 _TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "LAPE_CIFAR_MIRROR"  # a base URL that serves cifar-10-python.tar.gz / cifar-100-python.tar.gz
@@ -141,13 +145,36 @@ def _find_source(name: str, root: Path) -> tuple[str, Path] | None:
     return None
 
 
+def check_counts(name: str, data: ImageData, where: str) -> None:
+    """Refuse a copy of ``name`` that is not complete: image shape, labels, and images per class
+    in each split (``EXPECTED_COUNTS``), naming ``where`` and the first mismatch."""
+    if name not in EXPECTED_COUNTS:
+        return
+    n_classes, per_train, per_test = EXPECTED_COUNTS[name]
+    if len(data.classes) != n_classes:
+        raise DataError(f"{where} has {len(data.classes)} classes; {name} has {n_classes}. The copy is corrupt or not {name}")
+    for split, x, y, per in (("train", data.train_x, data.train_y, per_train), ("test", data.test_x, data.test_y, per_test)):
+        if tuple(x.shape[1:]) != (3, 32, 32) or x.dtype != torch.uint8 or len(x) != len(y):
+            raise DataError(f"{where}: {split} images of shape {tuple(x.shape)} ({x.dtype}); expected N x 3 x 32 x 32 uint8")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+            raise DataError(f"{where}: {split} labels outside 0..{n_classes - 1}; the copy is corrupt")
+        counts = torch.bincount(y, minlength=n_classes)
+        bad = [(data.classes[c], int(counts[c])) for c in range(n_classes) if int(counts[c]) != per]
+        if bad:
+            raise DataError(f"{where} is corrupt or incomplete: {split} class {bad[0][0]!r} has {bad[0][1]} images, "
+                            f"expected {per} (and {len(bad) - 1} more classes are off). Copy it again from its source.")
+
+
 def _load_source(name: str, kind: str, path: Path, cache: bool) -> ImageData:
     key = _source_key(kind, path)
     cached = cache_dir() / f"{name}-{kind}-{key[:16]}.safetensors"
     if cache and cached.is_file():
         try:
-            return _read_cache(cached, name, f"{kind}:{path} (cached in {cached})")
-        except Exception:  # a truncated cache is rebuilt, never trusted
+            data = _read_cache(cached, name, f"{kind}:{path} (cached in {cached})")
+            check_counts(name, data, str(cached))
+            return data
+        except Exception as err:  # a truncated or edited cache is rebuilt, never trusted
+            warnings.warn(f"ignoring the decoded-image cache {cached} ({err}); decoding {path} again", stacklevel=2)
             cached.unlink(missing_ok=True)
     if kind == "torchvision":
         train = _torchvision_split(name, path.parent, train=True, download=False)
@@ -157,6 +184,7 @@ def _load_source(name: str, kind: str, path: Path, cache: bool) -> ImageData:
     else:
         arrays, classes = _read_imagefolder(path) if kind == "imagefolder" else _read_archive(path)
     data = ImageData(*arrays, classes=classes, mean=MEAN_STD[name][0], std=MEAN_STD[name][1], source=f"{kind}:{path}")
+    check_counts(name, data, str(path))
     if cache:
         _write_cache(cached, data)
     return data
@@ -173,7 +201,8 @@ def _source_key(kind: str, path: Path) -> str:
             )
         return digest
     if kind == "imagefolder":
-        listing = sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file())
+        # modification times too: an image rewritten at the same size must not be served stale
+        listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     return hashlib.sha256(str(path.resolve()).encode()).hexdigest()  # torchvision checks its own md5s
 
@@ -198,7 +227,7 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> tu
     try:
         # torchvision verifies each file's published md5 before it unpickles anything.
         ds = cls(str(root), train=train, download=download)
-    except RuntimeError as err:
+    except (RuntimeError, OSError) as err:  # OSError: urllib's URLError when the host cannot be reached
         raise DataError(
             f"could not load {name} under {root}: {err}. A file that fails torchvision's md5 check is corrupt: "
             f"delete {root / _TORCHVISION_DIRS[name]} and download again (a failed download: check the network "
@@ -262,20 +291,40 @@ def _read_archive(path: Path):
                     continue
                 blob = tar.extractfile(member).read()  # type: ignore[union-attr]
                 items[where[0]].append((where[1], Path(member.name).name, _decode(blob, f"{member.name} in {path}")))
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise DataError(f"cannot read archive {path} ({err}); it may be truncated: copy it again") from err
+    except DataError:
+        raise
+    except Exception as err:  # tarfile, lzma, zlib and bz2 each raise their own kind on a damaged file
+        raise DataError(f"cannot read archive {path} ({type(err).__name__}: {err}): the file is corrupt or truncated; "
+                        "copy it again") from err
     classes = tuple(sorted({r[0] for r in items["train"]}))
     return _stack(items, classes, path), classes
 
 
+_CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y")
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in _CACHE_KEYS:
+        h.update(key.encode())
+        h.update(tensors[key].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _write_cache(path: Path, data: ImageData) -> None:
+    """Write the decoded tensors with a sha256 of their content; the cache is only an
+    optimisation, so a failure (an unwritable folder, a full disk) warns and leaves no temp file."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tensors = {k: getattr(data, k).contiguous() for k in ("train_x", "train_y", "test_x", "test_y")}
-    save_file(tensors, str(tmp), metadata={"classes": json.dumps(data.classes)})
-    os.replace(tmp, path)
+    from .checkpoint import atomic_write
+
+    tensors = {k: getattr(data, k).contiguous() for k in _CACHE_KEYS}
+    meta = {"classes": json.dumps(data.classes), "sha256": _tensors_digest(tensors)}
+    try:
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    except OSError as err:
+        warnings.warn(f"could not write the decoded-image cache {path} ({err.strerror or err}); "
+                      f"going on without it (set LAPE_CACHE to a writable folder to keep one)", stacklevel=2)
 
 
 def _read_cache(path: Path, name: str, source: str) -> ImageData:
@@ -283,8 +332,11 @@ def _read_cache(path: Path, name: str, source: str) -> ImageData:
     from safetensors.torch import load_file
 
     with safe_open(str(path), "pt") as f:
-        classes = tuple(json.loads(f.metadata()["classes"]))
+        meta = f.metadata()
+        classes = tuple(json.loads(meta["classes"]))
     t = load_file(str(path))
+    if _tensors_digest(t) != meta.get("sha256"):
+        raise DataError(f"{path}: its content does not match the checksum written with it")
     mean, std = MEAN_STD[name]
     return ImageData(t["train_x"], t["train_y"], t["test_x"], t["test_y"], classes, mean, std, source)
 

@@ -346,10 +346,15 @@ class VisionTransformer(nn.Module):
             for block, pe, bias in zip(self.blocks, pes, biases):
                 x = block(x, pe, bias)
             return self.norm(x)
+        # The official code's share/unshare ablations drop the tokens before adding P; a ViT
+        # (add, add_norm) drops tokens + P. Only differs when ModelConfig.drop > 0.
+        drop_first = self.join in ("add_every_layer", "per_layer_pe")
         for i, (block, pe, bias) in enumerate(zip(self.blocks, pes, biases)):
+            if i == 0 and drop_first:
+                x = self.pos_drop(x)
             if pe is not None:
                 x = x + pe
-            if i == 0:
+            if i == 0 and not drop_first:
                 x = self.pos_drop(x)
             x = block(x, attn_bias=bias)
         return self.norm(x)
@@ -364,7 +369,9 @@ class VisionTransformer(nn.Module):
 
 
 def _init_weights(m: nn.Module) -> None:
-    # Compact Transformers' init: trunc-normal linears, unit LayerNorms, Kaiming convs.
+    # Compact Transformers' init: trunc-normal linears, unit LayerNorms, Kaiming convs; one
+    # deliberate difference: the patch conv's bias starts at zero (theirs keeps PyTorch's
+    # uniform init), see README's design decisions.
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:

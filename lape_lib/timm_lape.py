@@ -50,7 +50,7 @@ class LaPEVisionTransformer(nn.Module):
         _check_supported(vit)
         self.vit = vit
         self.lape = lape
-        for block in vit.blocks:
+        for block in vit.blocks if lape else ():  # lape=False is timm's model as it is: no unused norms
             norm1 = block.norm1
             dim = norm1.normalized_shape[0]
             block.pe_norm = nn.LayerNorm(dim, eps=norm1.eps).to(norm1.weight.device, norm1.weight.dtype)

@@ -47,7 +47,7 @@ TIMM_PREFIX = "timm/"
 CHECKPOINT = "checkpoint.pt"  # in the run's output folder, rewritten atomically after every epoch
 # Fields that do not change what is computed: a checkpoint may be resumed under other values.
 _RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "cuda_graph", "eval_every", "progress", "save_weights", "data_root",
-                   "workers")
+                   "workers", "download")
 
 
 @dataclass

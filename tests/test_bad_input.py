@@ -127,3 +127,9 @@ def test_a_patch_off_the_grid_is_named() -> None:
     model = create_model("vit_lite_7_4", depth=1)
     with pytest.raises(ValueError, match=r"patch 9999 is not on lape's 8x8 patch grid; choose 0..63"):
         plot_layer_similarity({"lape": model}, patch=9999)
+
+
+def test_resuming_with_download_added_is_accepted(tmp_path: Path) -> None:
+    """--download changes nothing about what is computed once the data is there."""
+    train(tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path)), stop_after_epochs=1)
+    assert train(tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path), download=True))["done"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import tarfile
 from pathlib import Path
 
@@ -13,16 +14,22 @@ import pytest
 import torch
 from PIL import Image
 
+import lape_lib.data as data_module
 from lape_lib.data import DataError, balanced_indices, load_cifar, make_position_toy, subset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
 CLASSES = ("airplane", "automobile", "bird")
 
 
+REAL_COUNTS = dict(data_module.EXPECTED_COUNTS)
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAPE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("LAPE_DATA", raising=False)
+    # The small copies these tests make are not complete CIFARs; tests of the count check set their own.
+    monkeypatch.setattr(data_module, "EXPECTED_COUNTS", {})
 
 
 def png_bytes(value: int) -> bytes:
@@ -153,7 +160,8 @@ def test_toy_is_deterministic_and_position_only() -> None:
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="the offline CIFAR-10 copy is not beside this checkout")
-def test_offline_cifar10_copy(tmp_path: Path) -> None:
+def test_offline_cifar10_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_module, "EXPECTED_COUNTS", REAL_COUNTS)  # the real copy passes the real check
     data = load_cifar("cifar10", SHARED, n_train=500, n_test=100, seed=0)
     assert data.classes[0] == "airplane" and data.classes[-1] == "truck"
     assert data.train_x.shape == (500, 3, 32, 32)
@@ -179,3 +187,87 @@ def test_download_uses_the_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(DataError):
         load_cifar("cifar10", tmp_path, download=True)
     assert urls == ["https://mirror.example/cifar/cifar-10-python.tar.gz"]
+
+
+def mini_archive(tmp_path: Path, suffix: str = ".tar") -> Path:
+    make_imagefolder(tmp_path / "src")
+    archive = tmp_path / f"cifar10-mini{suffix}"
+    with tarfile.open(archive, "w:xz" if suffix == ".tar.xz" else "w") as tar:
+        tar.add(tmp_path / "src" / "cifar10", arcname="cifar10")
+    return archive
+
+
+def test_per_class_counts_are_checked_whatever_the_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_module, "EXPECTED_COUNTS", {"cifar10": (3, 4, 4)})
+    assert load_cifar("cifar10", make_imagefolder(tmp_path / "ok"), cache=False).n_train == 12
+    short = make_imagefolder(tmp_path / "short")
+    (short / "cifar10" / "test" / "bird" / "0003.png").unlink()
+    with pytest.raises(DataError, match="is corrupt or incomplete: test class 'bird' has 3 images, expected 4"):
+        load_cifar("cifar10", short, cache=False)
+    monkeypatch.setattr(data_module, "EXPECTED_COUNTS", {"cifar10": (10, 4, 4)})
+    with pytest.raises(DataError, match="has 3 classes; cifar10 has 10"):
+        load_cifar("cifar10", make_imagefolder(tmp_path / "three"), cache=False)
+
+
+def test_a_damaged_compressed_archive_is_called_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_module, "EXPECTED_COUNTS", {"cifar10": (3, 4, 4)})
+    archive = mini_archive(tmp_path, ".tar.xz")
+    good = archive.read_bytes()
+    for at in (len(good) // 3, len(good) // 2, 2 * len(good) // 3):
+        damaged = bytearray(good)
+        damaged[at] ^= 0x10
+        archive.write_bytes(bytes(damaged))
+        with pytest.raises(DataError, match=r"cifar10-mini.tar.xz.*(corrupt|incomplete)"):
+            load_cifar("cifar10", archive, cache=False)
+
+
+def test_an_edited_cache_is_not_trusted(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    archive = mini_archive(tmp_path)
+    first = load_cifar("cifar10", archive)
+    (cached,) = (tmp_path / "cache").glob("*.safetensors")
+    with safe_open(str(cached), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(cached))
+    tensors["train_y"][0] = 99  # labels edited inside the cache, checksum left as it was
+    save_file(tensors, str(cached), metadata=meta)
+    with pytest.warns(UserWarning, match="ignoring the decoded-image cache .* does not match the checksum"):
+        again = load_cifar("cifar10", archive)
+    assert "cached in" not in again.source
+    torch.testing.assert_close(again.train_y, first.train_y)
+
+
+def test_an_unwritable_cache_is_skipped_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("LAPE_CACHE", str(blocker / "cache"))
+    with pytest.warns(UserWarning, match="could not write the decoded-image cache"):
+        data = load_cifar("cifar10", mini_archive(tmp_path))
+    assert data.n_train == 12 and blocker.read_text() == "x"
+
+
+def test_an_imagefolder_image_rewritten_at_the_same_size_is_not_served_stale(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path)
+    before = load_cifar("cifar10", root)
+    image = root / "cifar10" / "train" / "automobile" / "0001.png"  # value 11, train index 5
+    size, mtime = image.stat().st_size, image.stat().st_mtime_ns
+    value = next(v for v in range(12, 256) if len(png_bytes(v)) == size)  # the same size, other pixels
+    image.write_bytes(png_bytes(value))
+    os.utime(image, ns=(mtime + 10**9, mtime + 10**9))  # a later write, even on a coarse clock
+    after = load_cifar("cifar10", root)
+    assert int(before.train_x[5, 0, 0, 0]) == 11 and int(after.train_x[5, 0, 0, 0]) == value
+
+
+def test_an_offline_download_is_a_data_error_naming_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.error
+
+    from torchvision import datasets
+
+    def offline(self) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(datasets.CIFAR10, "download", offline)
+    with pytest.raises(DataError, match=rf"could not load cifar10 under {re.escape(str(tmp_path))}: .*name resolution"):
+        load_cifar("cifar10", tmp_path, download=True)

@@ -340,3 +340,20 @@ def test_pe_share_is_lambda2_under_add_and_unit_scale_under_the_normed_joins() -
         assert normed["sigma_pe"] == pytest.approx(1.0, abs=1e-3)  # LNpe hands on a unit-scale PE
     with pytest.raises(ValueError, match="pe_share needs a model with an absolute position embedding, got pe='none'"):
         pe_share(create_model("vit_lite_7_4", pe="none", join="add", depth=2), images)
+
+
+@pytest.mark.parametrize(("join", "dropped"), [("add", "tokens + P"), ("add_every_layer", "tokens"), ("per_layer_pe", "tokens")])
+def test_input_dropout_order_follows_the_reference_codes(join: str, dropped: str) -> None:
+    """With drop > 0: a ViT drops tokens + P; the official share/unshare ablations drop the tokens, then add P."""
+    torch.manual_seed(0)
+    model = create_model("vit_lite_7_4", join=join, depth=1, drop=0.5)
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    model.pos_drop.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    model.train()(torch.randn(1, 3, 32, 32))
+    into_drop, into_block = seen
+    p = model.layer_pes()[0]
+    # What the dropout acted on: the block's input less P (tokens alone), or all of it (tokens + P).
+    dropped_part = into_block - p if dropped == "tokens" else into_block
+    zeroed = dropped_part == 0
+    assert zeroed.any() and torch.allclose(dropped_part[~zeroed], 2 * into_drop[~zeroed], atol=1e-5)  # kept: scaled by 1/(1-0.5)

@@ -34,8 +34,10 @@ def test_lape_off_reproduces_timm_exactly(case: str) -> None:
     vit = make(case)
     x = torch.randn(2, 3, 32, 32)
     expected = vit(x)
+    keys = set(vit.state_dict())
     wrapped = lapeify(vit, lape=False).eval()
     assert torch.equal(wrapped(x), expected)
+    assert {k.removeprefix("vit.") for k in wrapped.state_dict()} == keys  # no unused PE norms
 
 
 @pytest.mark.parametrize("case", CASES)
