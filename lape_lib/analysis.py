@@ -205,3 +205,25 @@ def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, An
                      "sigma_pe_init": at_init["sigma_pe"], "share_init": at_init["share"],
                      "share_trained": None if trained is None else pe_share(trained.cpu(), images)["share"]})
     return rows
+
+
+@torch.no_grad()
+def layer_differences(model: nn.Module) -> torch.Tensor:
+    """How much each layer's PE picture differs from layer 1's: mean |S_l − S_1| over patch pairs,
+    S_l the cosine-similarity matrix of ``per_layer_pe`` (L values, the first 0). Near 0 for
+    every layer: all layers see the same positional pattern (as under ``add``, or LaPE at init)."""
+    sims = pe_similarity(per_layer_pe(model))
+    return (sims - sims[:1]).abs().mean(dim=(1, 2))
+
+
+@torch.no_grad()
+def stream_scale(model: VisionTransformer, images: torch.Tensor) -> list[dict[str, float]]:
+    """Per layer: σ(X_l), the residual stream's per-token std entering layer l, and σ_P/σ(X_l), the
+    share an unchanged input PE would keep in that layer's LayerNorm (λ2 for layer 1 under ``add``)."""
+    pe = model.pos_embed() if model.pos_embed is not None else None
+    sigma_p = float(pe.float().std(dim=-1, unbiased=False).mean()) if pe is not None else float("nan")
+    rows = []
+    for x in block_inputs(model, images):
+        sigma = float(x.float().std(dim=-1, unbiased=False).mean())
+        rows.append({"sigma_stream": sigma, "pe_share": sigma_p / sigma})
+    return rows
