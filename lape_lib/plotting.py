@@ -36,7 +36,11 @@ def plot_layer_similarity(
     models: Mapping[str, VisionTransformer], patch: int | None = None, show_matrix: bool = True
 ) -> Figure:
     """For each model (a row pair) and each layer (a column): the PE's N x N cosine-similarity
-    matrix and one patch's similarity on the patch grid, colour scale 0..1 as in the paper."""
+    matrix and one patch's similarity on the patch grid (the patch marked with a black cross).
+
+    The colour scale is a diverging −1..1 (blue negative, white 0, red 1): cosine similarities
+    of PE rows are often negative, which the paper's 0..1 scale would clip to one colour.
+    """
     names = list(models)
     depth = max(m.cfg.depth for m in models.values())
     rows = len(names) * (2 if show_matrix else 1)
@@ -55,7 +59,10 @@ def plot_layer_similarity(
             for k, panel in enumerate(panels):
                 title = f"layer {l + 1}" if i == 0 and k == 0 else None
                 ylabel = f"{name}\n{'matrix' if show_matrix and k == 0 else f'patch {p}'}" if l == 0 else None
-                image = _layer_panel(axes[i * len(panels) + k, l], panel, title, ylabel, vmin=0, vmax=1, cmap="viridis")
+                ax = axes[i * len(panels) + k, l]
+                image = _layer_panel(ax, panel, title, ylabel, vmin=-1, vmax=1, cmap="RdBu_r")
+                if panel is patch_map:
+                    ax.plot(p % model.grid[1], p // model.grid[1], "x", color="black", ms=5, mew=1.2)
     assert image is not None  # every model has at least one layer
     fig.colorbar(image, ax=axes, shrink=0.6, label="cosine similarity")
     return fig
@@ -79,21 +86,37 @@ def plot_layer_attn_bias(models: Mapping[str, VisionTransformer], patch: int | N
     return fig
 
 
-def similarity_by_distance(model: VisionTransformer) -> tuple[np.ndarray, np.ndarray]:
+def _patch_distances(grid: tuple[int, int]) -> torch.Tensor:
+    h, w = grid
+    coords = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 2).float()
+    return torch.cdist(coords, coords)
+
+
+def similarity_by_distance(model: VisionTransformer, min_pairs: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Mean PE cosine similarity of patch pairs at each (rounded) grid distance, per layer.
 
     Returns ``(distances, table)`` with ``table[l, k]`` the mean similarity in layer l of pairs
-    at distance ``distances[k]`` (distances from 1 up): a flat curve means position is barely encoded, a steep one
-    a local PE.
+    at distance ``distances[k]`` (distances from 1 up; a distance with fewer than ``min_pairs``
+    pairs, such as the two corners of an 8x8 grid, is left out: its mean is noise). A flat curve
+    means position is barely encoded, a steep one a local PE.
     """
     sims = pe_similarity(per_layer_pe(model)).cpu()
-    h, w = model.grid
-    coords = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 2).float()
-    dist = torch.cdist(coords, coords).round().long()
+    dist = _patch_distances(model.grid).round().long()
     distances = torch.unique(dist)
-    distances = distances[distances > 0]  # a patch with itself is 1 by definition
+    distances = torch.tensor([int(d) for d in distances if d > 0 and int((dist == d).sum()) >= min_pairs])
     table = torch.stack([torch.stack([s[dist == d].mean() for d in distances]) for s in sims])
     return distances.numpy(), table.numpy()
+
+
+def locality(model: VisionTransformer) -> np.ndarray:
+    """Per layer: mean PE similarity of neighbouring patches (distance <= 1.5: the 8 around a patch)
+    minus that of far ones (distance >= half the grid's diagonal). Both averages hold hundreds of
+    pairs on an 8x8 grid; larger means a more local PE, near 0 a PE that tells positions apart
+    no better nearby than far away."""
+    sims = pe_similarity(per_layer_pe(model)).cpu()
+    dist = _patch_distances(model.grid)
+    near, far = (dist > 0) & (dist <= 1.5), dist >= dist.max() / 2
+    return torch.stack([s[near].mean() - s[far].mean() for s in sims]).numpy()
 
 
 def plot_similarity_by_distance(models: Mapping[str, VisionTransformer]) -> Figure:

@@ -57,3 +57,17 @@ def trained_models(
     models = {j: results["models"][n].eval() for j, n in zip(joins, names)}
     saved = f"; saved to {cache}" if cache else ""
     return models, f"trained just now on {cfg.dataset} for {cfg.epochs} epochs ({accs}); no saved weights were found{saved}"
+
+
+def initial_like(model: VisionTransformer, seed: int = 0) -> VisionTransformer:
+    """A freshly initialized model of the same config as ``model`` (as the trainer draws it from
+    ``seed``), in eval mode: the "before" beside a trained model."""
+    import torch
+
+    from .models import create_model, describe
+
+    meta = describe(model)
+    name = meta.pop("registered_as")
+    meta["img_size"] = tuple(meta["img_size"])
+    torch.manual_seed(seed)
+    return create_model(name, **meta).eval()

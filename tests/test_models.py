@@ -357,3 +357,28 @@ def test_input_dropout_order_follows_the_reference_codes(join: str, dropped: str
     dropped_part = into_block - p if dropped == "tokens" else into_block
     zeroed = dropped_part == 0
     assert zeroed.any() and torch.allclose(dropped_part[~zeroed], 2 * into_drop[~zeroed], atol=1e-5)  # kept: scaled by 1/(1-0.5)
+
+
+def test_locality_and_distance_bins() -> None:
+    from lape_lib.plotting import locality, similarity_by_distance
+
+    torch.manual_seed(0)
+    local = locality(create_model("vit_lite_7_4", pe="sin2d", join="lape", depth=2))
+    random = locality(create_model("vit_lite_7_4", pe="learnable", join="lape", depth=2))
+    assert local.shape == (2,) and (local > 0.2).all()  # a 2-D sinusoid: neighbours alike, far patches not
+    assert (abs(random) < 0.05).all()  # a random P at init: no locality
+    distances, table = similarity_by_distance(create_model("vit_lite_7_4", pe="sin2d", join="add", depth=1))
+    assert 10 not in distances.tolist() and distances[0] == 1  # the 8x8 grid's corner-to-corner bin (2 pairs) is left out
+    assert table.shape == (1, len(distances))
+
+
+def test_initial_like_is_the_trainers_init() -> None:
+    from lape_lib.zoo import initial_like
+
+    torch.manual_seed(4)
+    model = create_model("vit_lite_7_4", join="lape", depth=2, num_classes=4)
+    with torch.no_grad():
+        model.pos_embed.weight.add_(1.0)  # "trained"
+    again = initial_like(model, seed=4)
+    torch.testing.assert_close(again.pos_embed.weight, model.pos_embed.weight - 1.0)
+    torch.testing.assert_close(again.head.weight, model.head.weight)
