@@ -247,3 +247,27 @@ def show_images(images: torch.Tensor, labels: Sequence[str], ncols: int = 8) -> 
         ax.set_title(label, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def show_patch_grid(image: torch.Tensor, patch_size: int = 4, mark: int | None = None) -> Figure:
+    """One uint8 (3, H, W) image cut into its patch grid, each patch labelled with its index
+    (the row of ``per_layer_pe`` and of the similarity maps), ``mark`` outlined."""
+    _, h, w = image.shape
+    cols = w // patch_size
+    fig, ax = plt.subplots(figsize=(4.6, 4.6))
+    ax.imshow(image.permute(1, 2, 0).cpu().numpy(), extent=(0, w, h, 0), interpolation="nearest")
+    for k in range(0, max(h, w) + 1, patch_size):
+        ax.axhline(k, color="white", lw=0.6)
+        ax.axvline(k, color="white", lw=0.6)
+    for i in range((h // patch_size) * cols):
+        r, c = divmod(i, cols)
+        ax.text(c * patch_size + patch_size / 2, r * patch_size + patch_size / 2, str(i), ha="center", va="center",
+                fontsize=6, color="yellow" if i == mark else "white")
+    if mark is not None:
+        r, c = divmod(mark, cols)
+        ax.add_patch(plt.Rectangle((c * patch_size, r * patch_size), patch_size, patch_size, fill=False, color="yellow", lw=2))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"{h // patch_size}x{cols} patches of {patch_size}x{patch_size} pixels: one token each", fontsize=9)
+    fig.tight_layout()
+    return fig
