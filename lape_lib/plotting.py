@@ -70,7 +70,10 @@ def plot_layer_similarity(
 
 def plot_layer_attn_bias(models: Mapping[str, VisionTransformer], patch: int | None = None) -> Figure:
     """For each ``pe="rpe"`` model (a row) and layer (a column): the bias one patch's query adds
-    to every key, on the patch grid, averaged over heads. One colour scale per row, centred on 0."""
+    to every key, on the patch grid, averaged over heads (the patch marked with a cross). One
+    colour scale per row, centred on 0, its limit (the row's largest |bias|) in the row label: a
+    LayerNormed (``lape``) row is near unit scale whatever was learned, an ``add`` row shows how
+    far its table has grown from 0. A panel that is all white is a bias still at its init, 0."""
     names = list(models)
     depth = max(m.cfg.depth for m in models.values())
     fig, axes = plt.subplots(len(names), depth, figsize=(1.6 * depth + 0.8, 1.7 * len(names)), squeeze=False)
@@ -81,7 +84,8 @@ def plot_layer_attn_bias(models: Mapping[str, VisionTransformer], patch: int | N
         limit = max(float(maps.abs().max()), 1e-6)
         for l in range(depth):
             image = _layer_panel(axes[i, l], maps[l], f"layer {l + 1}" if i == 0 else None,
-                                 f"{name}\npatch {p}" if l == 0 else None, vmin=-limit, vmax=limit, cmap="RdBu_r")
+                                 f"{name}\npatch {p}, ±{limit:.2g}" if l == 0 else None, vmin=-limit, vmax=limit, cmap="RdBu_r")
+            axes[i, l].plot(p % model.grid[1], p // model.grid[1], "x", color="black", ms=5)
         fig.colorbar(image, ax=axes[i].tolist(), shrink=0.8, label="bias")
     return fig
 
@@ -136,12 +140,30 @@ def plot_similarity_by_distance(models: Mapping[str, VisionTransformer]) -> Figu
     return fig
 
 
+CHANCE = {"cifar10": 10.0, "cifar100": 1.0, "toy": 25.0}  # top-1 (%) of a uniform guess
+
+
+def run_setting(results: Mapping[str, Any]) -> str:
+    """The setting of a ``train`` results dict in one line: model, data, epochs, seeds."""
+    cfg = results["config"]
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(cfg.get("model_overrides", {}).items()))
+    seeds = sorted({arm["seed"] for arm in results["arms"].values()})
+    images = f"{cfg['n_train']:,} images" if cfg.get("n_train") else "all images"
+    return (f"{cfg['model']}{f' ({extra})' if extra else ''}, {cfg['dataset']} ({images}), "
+            f"{cfg['epochs'] + cfg.get('cooldown_epochs', 0)} epochs, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+
+
 def plot_history(results: Mapping[str, Any], metric: str = "test_acc") -> Figure:
     """Learning curves of every arm in a ``train`` results dict: ``metric`` and the training loss.
 
-    One colour per (PE, join), one line per seed: paired seeds read as a band per join.
+    One colour per (PE, join), one line per seed: paired seeds read as a band per join. The title
+    gives the setting; a dotted line marks chance accuracy.
     """
-    fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig.suptitle(run_setting(results), fontsize=9)
+    chance = CHANCE.get(results["config"]["dataset"])
+    if metric == "test_acc" and chance is not None:
+        ax_m.axhline(chance, color="0.4", ls=":", lw=1, label=f"chance ({chance:g} %)")
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for arm in results["arms"].values():
         groups.setdefault(f"{arm['pe']}-{arm.get('arm', arm['join'])}", []).append(arm)
@@ -169,8 +191,10 @@ def plot_history(results: Mapping[str, Any], metric: str = "test_acc") -> Figure
 
 
 def plot_grouped_bars(table: Mapping[str, Mapping[str, float]], ylabel: str = "test top-1 (%)",
-                      errors: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
-    """Bars grouped by the outer key (e.g. PE type), one colour per inner key (e.g. join)."""
+                      errors: Mapping[str, Mapping[str, float]] | None = None, title: str | None = None,
+                      chance: float | None = None) -> Figure:
+    """Bars grouped by the outer key (e.g. PE type), one colour per inner key (e.g. join); an
+    optional title (the setting) and a dotted line at ``chance``."""
     groups = list(table)
     members: list[str] = list(dict.fromkeys(k for g in groups for k in table[g]))
     width = 0.8 / len(members)
@@ -180,6 +204,10 @@ def plot_grouped_bars(table: Mapping[str, Mapping[str, float]], ylabel: str = "t
         ys = [table[g][member] for g in groups if member in table[g]]
         err = [errors[g][member] for g in groups if member in table[g]] if errors else None
         ax.bar(xs, ys, width, yerr=err, label=member, capsize=3)
+    if chance is not None:
+        ax.axhline(chance, color="0.3", ls=":", lw=1, label=f"chance ({chance:g} %)")
+    if title:
+        ax.set_title(title, fontsize=8)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -44,6 +44,33 @@ CPU_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# What each notebook's CPU preset can and cannot show: the banner of an executed notebook says it.
+PRESET_NOTES: dict[str, str] = {
+    "00_setup.ipynb": "It times this machine's training step and shows where the images are read from.",
+    "01_affine_argument.ipynb": "The algebra holds exactly at any size; its trained pair is a short toy-set run, too short "
+                                "for the layers' PE patterns to move apart.",
+    "02_train_vitlite_cifar.ipynb": "A 2-layer ViT-Lite on 2,000 CIFAR-10 images for 6 epochs, one seed: what the joins and "
+                                    "controls do early in training, not the paper's 300-epoch result.",
+    "03_per_layer_pe.ipynb": "Its trained pair is a short toy-set run: the layers' PE pictures barely move from init, "
+                             "so the paper's layer-adaptive pattern cannot show here.",
+    "04_pe_types_and_joins.ipynb": "The toy position task, one seed per cell: which joins let a small model use "
+                                   "position within 6 epochs (results/toy_controls/ has 5 seeds of the controls).",
+}
+
+
+def add_banner(path: Path, name: str, params: dict[str, Any], preset: str) -> None:
+    """Put a note at the top of an executed notebook: how it was run and what that run can show."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    shown = {k: v for k, v in params.items() if k != "output_dir"}
+    note = PRESET_NOTES[name] if preset == "cpu" else "The notebook's own defaults: the paper's recipe."
+    banner = (f"> **Executed by `python -m lape_lib.workbook`** with the {preset.upper()} preset"
+              f"{': `' + json.dumps(shown) + '`' if shown else ''}. {note}")
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(banner))
+    nbformat.write(nb, path)
+
+
 def _value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -89,6 +116,7 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
         t0 = time.perf_counter()
         print(f"[workbook] {name} with {params}", flush=True)
         pm.execute_notebook(str(path), str(out / name), parameters=params, cwd=str(out), kernel_name=kernel, progress_bar=False)
+        add_banner(out / name, name, params, "gpu" if gpu else "cpu")
         print(f"[workbook] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
         done.append(out / name)
     return done

@@ -99,7 +99,9 @@ def test_time_limit_ends_a_training_notebook_mid_run_and_the_next_run_resumes(
     [
         ("02_train_vitlite_cifar.ipynb", {"epochs": "ten"}, "parameter epochs='ten' has type str; expected int"),
         ("02_train_vitlite_cifar.ipynb", {"model": "vit_lite_9_4"}, "'vit_lite_9_4' is not valid"),
-        ("04_pe_types_and_joins.ipynb", {"joins": ["add", "concat"]}, "'concat' is not valid"),
+        ("04_pe_types_and_joins.ipynb", {"joins": ["add", "concat"]}, "unknown join 'concat' in 'concat'"),
+        ("02_train_vitlite_cifar.ipynb", {"epoch": 5}, "epoch=5 is not a parameter of this notebook; did you mean 'epochs'?"),
+        ("02_train_vitlite_cifar.ipynb", {"seeds": [1.5]}, "parameter seeds=[1.5]: 1.5 is not an integer"),
         ("04_pe_types_and_joins.ipynb", {"time_limit_minutes": -5}, "time_limit_minutes=-5.0 must be a positive number or None"),
         ("00_setup.ipynb", {"dataset": "mnist"}, "'mnist' is not valid; choose from ['cifar10', 'cifar100']"),
     ],
@@ -123,3 +125,17 @@ def test_workbook_runner_rejects_unknown_parameters_before_running(tmp_path: Pat
     with pytest.raises(SystemExit, match="no notebook matches"):
         run(tmp_path, {}, only=["99"])
     assert not list(tmp_path.glob("*.ipynb"))
+
+
+def test_executed_notebooks_get_a_banner_saying_what_the_preset_can_show(tmp_path: Path) -> None:
+    import shutil
+
+    from lape_lib.workbook import PRESET_NOTES, add_banner
+
+    assert set(PRESET_NOTES) == set(NOTEBOOKS)
+    name = "02_train_vitlite_cifar.ipynb"
+    shutil.copy(NOTEBOOK_DIR / name, tmp_path / name)
+    add_banner(tmp_path / name, name, {"epochs": 6, "output_dir": "x"}, "cpu")
+    first = read(tmp_path / name).cells[0]
+    assert first.cell_type == "markdown" and 'with the CPU preset: `{"epochs": 6}`' in first.source
+    assert "not the paper's 300-epoch result" in first.source

@@ -51,10 +51,12 @@ def test_learning_curves_one_colour_per_join(runs: list[dict]) -> None:
     matplotlib.use("Agg")
     from lape_lib.plotting import plot_history
 
-    ax = plot_history(runs[0]).axes[0]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["learnable-add (2 seeds)", "learnable-lape (2 seeds)"]
-    colours = [line.get_color() for line in ax.get_lines()]
-    assert len(ax.get_lines()) == 4 and colours[0] == colours[1] != colours[2] == colours[3]
+    fig = plot_history(runs[0])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance (25 %)", "learnable-add (2 seeds)", "learnable-lape (2 seeds)"]
+    colours = [line.get_color() for line in ax.get_lines()[1:]]
+    assert len(ax.get_lines()) == 5 and colours[0] == colours[1] != colours[2] == colours[3]
+    assert fig._suptitle.get_text() == "vit_lite_7_4 (depth=1, dim=32, num_heads=2), toy (64 images), 2 epochs, seeds 0, 1"
 
 
 def test_compare_pairs_seeds_across_runs(runs: list[dict]) -> None:
