@@ -666,7 +666,9 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         start_epoch, wall = _restore(state, arms)
     steps = data.n_train // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
-    bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead), unit="step")
+    quiet = os.environ.get("LAPE_NO_PROGRESS", "") not in ("", "0")  # set by lape_lib.workbook: papermill saves bars frozen
+    bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead) or quiet,
+               unit="step")
     seeds = sorted({arm.seed for arm in arms})
     loop_started = time.perf_counter()
     for epoch in range(start_epoch, end_epoch):

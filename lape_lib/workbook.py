@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NO_PROGRESS_ENV = "LAPE_NO_PROGRESS"  # set: the trainer shows no progress bar (read by lape_lib.train)
 
 NOTEBOOKS = (
     "00_setup.ipynb",
@@ -99,6 +101,8 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
 
     gpu = torch.cuda.is_available() if use_gpu_defaults is None else use_gpu_defaults
     out.mkdir(parents=True, exist_ok=True)
+    # A progress bar that papermill saves stays frozen at its first frame: the kernels run without.
+    os.environ[NO_PROGRESS_ENV] = "1"
     done = []
     names = [n for n in NOTEBOOKS if not only or any(n.startswith(o) for o in only)]
     if not names:
@@ -111,6 +115,8 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
         path = NOTEBOOK_DIR / name
         accepted = accepted_by[name]
         params = {} if gpu else dict(CPU_PRESETS[name])
+        if "interactive" in accepted:  # a saved notebook holds a widget as text; save static figures instead
+            params["interactive"] = False
         params.update({k: v for k, v in overrides.items() if k in accepted})
         params["output_dir"] = str(out)
         t0 = time.perf_counter()
