@@ -696,9 +696,11 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
             train_loss = float(losses[arm.name]) / steps
             if not math.isfinite(train_loss):
                 bar.close()
+                kept = (f"the last good checkpoint ({ckpt_path}) is kept" if ckpt_path is not None and ckpt_path.exists()
+                        else "no checkpoint had been written yet")
                 raise NonFiniteLossError(
-                    f"{arm.name}: training loss is {train_loss} at epoch {epoch}; the last good checkpoint "
-                    f"({ckpt_path}) is kept. Lower the lr (now {lr:.2e}) or use precision='fp32'."
+                    f"{arm.name}: training loss is {train_loss} at epoch {epoch}; {kept}. "
+                    f"Lower the lr (now {lr:.2e}) or use precision='fp32'."
                 )
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "images_per_s": steps * cfg.batch_size * len(arms) / seconds}
             if evaluate_now:
