@@ -136,19 +136,10 @@ def test_resuming_with_download_added_is_accepted(tmp_path: Path) -> None:
 
 
 def test_a_nan_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lape_lib.train as T
-
     from lape_lib.train import NonFiniteLossError
+    from test_train import poison_models
 
-    original = T.build_arms
-
-    def poisoned(*args, **kwargs):
-        arms = original(*args, **kwargs)
-        for arm in arms:
-            arm.model.head.register_forward_hook(lambda m, i, o: o * float("nan"))
-        return arms
-
-    monkeypatch.setattr(T, "build_arms", poisoned)
+    poison_models(monkeypatch)
     with pytest.raises(NonFiniteLossError, match="at epoch 0; no checkpoint had been written yet"):
         train(tiny(out_dir=str(tmp_path)))
     assert not (tmp_path / "checkpoint.pt").exists()

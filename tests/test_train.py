@@ -252,21 +252,26 @@ def test_checkpoint_from_before_an_added_option_resumes_at_its_default(tmp_path:
         load_checkpoint(tmp_path / "checkpoint.pt", {**older, "stream": True}, defaults={"stream": False})
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def poison_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models built from now on emit NaN from their first forward."""
     import lape_lib.train as T
 
-    cfg = tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path))
-    train(cfg, stop_after_epochs=1)
-    good = (tmp_path / "checkpoint.pt").read_bytes()
     original = T.build_arms
 
-    def poisoned(*args, **kwargs):  # the resumed models emit NaN from their next forward on
+    def poisoned(*args, **kwargs):
         arms = original(*args, **kwargs)
         for arm in arms:
             arm.model.head.register_forward_hook(lambda m, i, o: o * float("nan"))
         return arms
 
     monkeypatch.setattr(T, "build_arms", poisoned)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path))
+    train(cfg, stop_after_epochs=1)
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    poison_models(monkeypatch)  # the resumed models emit NaN from their next forward on
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
         train(cfg)
     assert (tmp_path / "checkpoint.pt").read_bytes() == good
