@@ -801,6 +801,25 @@ def measure_throughput(
     }
 
 
+def estimate_minutes(cfg: TrainConfig, steps: int = 3) -> dict[str, Any]:
+    """Time a few training steps of ``cfg``'s models on this device and project the whole run.
+
+    Returns the measured images/s (all models together), the projected minutes of training
+    (evaluation and data loading not included) and the numbers behind them. A figure to decide
+    with, printed by notebooks 02 and 04 before they train; the real run may differ by tens of %.
+    """
+    n_train = cfg.n_train or {"cifar10": 50_000, "cifar100": 50_000, "toy": 2_000}.get(cfg.dataset, 0)
+    if not n_train:
+        raise ValueError(f"estimate_minutes needs n_train for dataset {cfg.dataset!r}")
+    arms = len(cfg.arms())
+    speed = measure_throughput(cfg.model, batch_size=cfg.batch_size, steps=steps, warmup=1, device=cfg.device,
+                               precision=cfg.precision, augment=cfg.augment, n_models=arms,
+                               model_overrides=cfg.model_overrides, img_size=cfg.img_size)
+    images = (n_train // cfg.batch_size) * cfg.batch_size * cfg.total_epochs * arms
+    return {"images_per_s": speed["images_per_s"], "models": arms, "epochs": cfg.total_epochs, "device": speed["device"],
+            "precision": speed["precision"], "minutes": images / speed["images_per_s"] / 60}
+
+
 def weights_digest(models: list[nn.Module]) -> str:
     """sha256 over every tensor of every model's state dict, in order."""
     h = hashlib.sha256()

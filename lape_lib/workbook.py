@@ -1,7 +1,8 @@
 """Run the whole workbook with papermill: ``python -m lape_lib.workbook --out runs/workbook``.
 
 Without a GPU the notebooks run with the CPU presets below (minutes in all on 2 cores, on the
-offline CIFAR-10 copy and the toy set); with one, with their own defaults (the paper's recipe).
+offline CIFAR-10 copy and the toy set); with one, the training notebooks' ``preset="auto"`` picks
+``class`` (a class period), never the paper's recipe unless ``--preset paper`` asks for it.
 ``-p NAME VALUE`` overrides a parameter in every notebook that has it (VALUE is read as JSON
 when it parses, else as a string), e.g. ``-p epochs 5``.
 """
@@ -27,22 +28,14 @@ NOTEBOOKS = (
     "04_pe_types_and_joins.ipynb",
 )
 
-# Parameters a 2-core CPU finishes in minutes. Measured: a full ViT-Lite-7/4 trains at about
-# 60 images/s there, so the CPU runs keep its width but shorten it to 2 layers, and drop the
-# recipe's heavy augmentation, which only pays off over hundreds of epochs.
+# Parameters a 2-core CPU finishes in minutes: the training notebooks' own "cpu" preset
+# (lape_lib.presets), and the per-layer PE notebooks' toy pair instead of notebook 02's too-short run.
 CPU_PRESETS: dict[str, dict[str, Any]] = {
     "00_setup.ipynb": {},
     "01_affine_argument.ipynb": {"use_notebook_02": False},
-    "02_train_vitlite_cifar.ipynb": {
-        "model_overrides": {"depth": 2}, "n_train": 2000, "n_test": 1000, "epochs": 6, "warmup_epochs": 1,
-        "cooldown_epochs": 0, "batch_size": 64, "lr": 1e-3, "augment": False,
-    },
+    "02_train_vitlite_cifar.ipynb": {"preset": "cpu"},
     "03_per_layer_pe.ipynb": {"use_notebook_02": False},  # 02's CPU run is too short for its PEs to move
-    "04_pe_types_and_joins.ipynb": {
-        "dataset": "toy", "model_overrides": {"depth": 2, "dim": 64, "num_heads": 2}, "n_train": 1000,
-        "n_test": 400, "epochs": 6, "warmup_epochs": 1, "cooldown_epochs": 0, "batch_size": 50, "lr": 2e-3,
-        "augment": False,
-    },
+    "04_pe_types_and_joins.ipynb": {"preset": "cpu"},
 }
 
 
@@ -66,7 +59,8 @@ def add_banner(path: Path, name: str, params: dict[str, Any], preset: str) -> No
 
     nb = nbformat.read(path, as_version=4)
     shown = {k: v for k, v in params.items() if k != "output_dir"}
-    note = PRESET_NOTES[name] if preset == "cpu" else "The notebook's own defaults: the paper's recipe."
+    note = {"cpu": PRESET_NOTES[name], "paper": "The paper's recipe."}.get(
+        preset, "Sized for a class period on a GPU (notebooks 02 and 04 print their measured estimate before training).")
     banner = (f"> **Executed by `python -m lape_lib.workbook`** with the {preset.upper()} preset"
               f"{': `' + json.dumps(shown) + '`' if shown else ''}. {note}")
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(banner))
@@ -94,7 +88,7 @@ def notebook_parameters(path: Path) -> set[str]:
 
 
 def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use_gpu_defaults: bool | None = None,
-        kernel: str = "python3") -> list[Path]:
+        kernel: str = "python3", preset: str | None = None) -> list[Path]:
     """Execute the notebooks in order into ``out``; returns the executed notebooks' paths."""
     import papermill as pm
     import torch
@@ -117,12 +111,14 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
         params = {} if gpu else dict(CPU_PRESETS[name])
         if "interactive" in accepted:  # a saved notebook holds a widget as text; save static figures instead
             params["interactive"] = False
+        if preset is not None and "preset" in accepted:
+            params["preset"] = preset
         params.update({k: v for k, v in overrides.items() if k in accepted})
         params["output_dir"] = str(out)
         t0 = time.perf_counter()
         print(f"[workbook] {name} with {params}", flush=True)
         pm.execute_notebook(str(path), str(out / name), parameters=params, cwd=str(out), kernel_name=kernel, progress_bar=False)
-        add_banner(out / name, name, params, "gpu" if gpu else "cpu")
+        add_banner(out / name, name, params, params.get("preset", "auto" if gpu else "cpu"))
         print(f"[workbook] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
         done.append(out / name)
     return done
@@ -133,12 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/workbook", help="folder for the executed notebooks and figures")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     p.add_argument("--only", nargs="+", help="notebook prefixes to run, e.g. 00 03")
-    p.add_argument("--gpu-defaults", action="store_true", help="use the notebooks' own (paper) defaults even without a GPU")
+    p.add_argument("--gpu-defaults", action="store_true", help="use the notebooks' own defaults (preset auto) even without a GPU")
+    p.add_argument("--preset", choices=("auto", "cpu", "class", "paper"),
+                   help="the training notebooks' preset (default: cpu without a GPU, auto with one); paper is the 300-epoch recipe")
     p.add_argument("--kernel", default="python3")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     t0 = time.perf_counter()
-    done = run(out, {k: _value(v) for k, v in args.parameter}, args.only, True if args.gpu_defaults else None, args.kernel)
+    gpu_defaults = True if args.gpu_defaults or args.preset not in (None, "cpu") else None
+    done = run(out, {k: _value(v) for k, v in args.parameter}, args.only, gpu_defaults, args.kernel, args.preset)
     figures = sorted(out.glob("*.png"))
     print(f"\nexecuted {len(done)} notebooks in {time.perf_counter() - t0:.0f} s into {out}")
     for path in done:

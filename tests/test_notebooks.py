@@ -97,7 +97,8 @@ def test_time_limit_ends_a_training_notebook_mid_run_and_the_next_run_resumes(
 @pytest.mark.parametrize(
     "name,params,needle",
     [
-        ("02_train_vitlite_cifar.ipynb", {"epochs": "ten"}, "parameter epochs='ten' has type str; expected int"),
+        ("02_train_vitlite_cifar.ipynb", {"epochs": "ten"}, "parameter epochs='ten' has type str; expected int or None"),
+        ("04_pe_types_and_joins.ipynb", {"preset": "huge"}, "parameter preset='huge': 'huge' is not valid; choose from ['auto', 'cpu', 'class', 'paper']"),
         ("02_train_vitlite_cifar.ipynb", {"model": "vit_lite_9_4"}, "'vit_lite_9_4' is not valid"),
         ("04_pe_types_and_joins.ipynb", {"joins": ["add", "concat"]}, "unknown join 'concat' in 'concat'"),
         ("02_train_vitlite_cifar.ipynb", {"epoch": 5}, "epoch=5 is not a parameter of this notebook; did you mean 'epochs'?"),
