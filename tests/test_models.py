@@ -331,7 +331,7 @@ def test_pe_share_is_lambda2_under_add_and_unit_scale_under_the_normed_joins() -
     x0 = torch.cat([add.cls_token.expand(4, -1, -1), add.tokenizer(images)], dim=1)
     lam = lambda_coefficients(x0.detach(), add.pos_embed.weight.detach().expand_as(x0))  # σ_p/σ_z: the ratio has no eps
     assert share["share"] == pytest.approx(float(lam["lambda2"].mean()), rel=1e-5)  # γ = 1 at init
-    assert share["sigma_pe"] == pytest.approx(float(add.pos_embed.weight.std(dim=-1, unbiased=False).mean()), rel=1e-5)
+    assert share["sigma_pe"] == pytest.approx(float(add.pos_embed.weight.detach().std(dim=-1, unbiased=False).mean()), rel=1e-5)
     torch.manual_seed(0)
     louder = pe_share(create_model("vit_lite_7_4", join="add", depth=2, pe_init_std=1.0), images)
     assert louder["sigma_tokens"] == pytest.approx(share["sigma_tokens"]) and louder["share"] > 2 * share["share"]
