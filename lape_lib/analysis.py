@@ -172,18 +172,20 @@ def pe_share(model: VisionTransformer, images: torch.Tensor) -> dict[str, float]
             position, attn_input = affine_split(norm1, x0, p.expand_as(x0)).pe, norm1(x0 + p)
     finally:
         model.train(was_training)
+    return {"sigma_tokens": float(_token_std(x0).mean()), "sigma_pe": float(_token_std(p).mean()),
+            "share": float((_token_std(position) / _token_std(attn_input)).mean())}
 
-    def sd(t: torch.Tensor) -> torch.Tensor:
-        return t.float().std(dim=-1, unbiased=False)
 
-    return {"sigma_tokens": float(sd(x0).mean()), "sigma_pe": float(sd(p).mean()),
-            "share": float((sd(position) / sd(attn_input)).mean())}
+def _token_std(t: torch.Tensor) -> torch.Tensor:
+    """Per-token standard deviation over the channels (the σ a LayerNorm divides by, without eps)."""
+    return t.float().std(dim=-1, unbiased=False)
 
 
 def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, Any]]:
     """``pe_share`` of every absolute-PE arm of a ``train`` results dict (its first seed), at init
     (rebuilt from the same seed) and trained, on the run's first ``n_images`` test images."""
     from .data import ImageData
+    from .report import arm_label
     from .train import TrainConfig, arm_name, build_model, load_data
 
     cfg = TrainConfig(**{**results["config"], "progress": False})
@@ -196,7 +198,7 @@ def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, An
     for arm in results["arms"].values():
         if arm["seed"] != seed or arm["pe"] in ("none", "rpe") or arm["join"] == "per_layer_pe":
             continue
-        label = arm.get("arm", arm["join"])
+        label = arm_label(arm)
         torch.manual_seed(seed)  # the trainer's init for this arm
         initial = cast(VisionTransformer, build_model(cfg, arm["pe"], label, data.num_classes))
         trained = results.get("models", {}).get(arm_name(seed, arm["pe"], label))
@@ -220,10 +222,9 @@ def layer_differences(model: nn.Module) -> torch.Tensor:
 def stream_scale(model: VisionTransformer, images: torch.Tensor) -> list[dict[str, float]]:
     """Per layer: σ(X_l), the residual stream's per-token std entering layer l, and σ_P/σ(X_l), the
     share an unchanged input PE would keep in that layer's LayerNorm (λ2 for layer 1 under ``add``)."""
-    pe = model.pos_embed() if model.pos_embed is not None else None
-    sigma_p = float(pe.float().std(dim=-1, unbiased=False).mean()) if pe is not None else float("nan")
+    sigma_p = float(_token_std(model.pos_embed()).mean()) if model.pos_embed is not None else float("nan")
     rows = []
     for x in block_inputs(model, images):
-        sigma = float(x.float().std(dim=-1, unbiased=False).mean())
+        sigma = float(_token_std(x).mean())
         rows.append({"sigma_stream": sigma, "pe_share": sigma_p / sigma})
     return rows

@@ -147,14 +147,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from .models import create_model
+    from .models import from_description
 
     with safe_open(str(path), "pt") as f:
         meta = json.loads((f.metadata() or {}).get("lape_model", "null"))
     if not meta:
         raise ValueError(f"{path} has no lape_model metadata; it was not written by lape_lib.save_weights")
-    name = meta.pop("registered_as")
-    meta["img_size"] = tuple(meta["img_size"])
-    model = create_model(name, **meta)  # the remaining keys are the full ModelConfig
+    model = from_description(meta)
     model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     return model.to(device).eval()

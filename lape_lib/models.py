@@ -471,6 +471,14 @@ def create_model(
     return model
 
 
+def from_description(description: dict[str, Any]) -> VisionTransformer:
+    """A fresh model (random init) from ``describe``'s output: the inverse of ``describe``."""
+    meta = dict(description)
+    name = meta.pop("registered_as")
+    meta["img_size"] = tuple(meta["img_size"])
+    return create_model(name, **meta)  # the remaining keys are the full ModelConfig
+
+
 def describe(model: VisionTransformer) -> dict[str, Any]:
     """The plain-value description of a model (config + choices), used in checkpoints."""
     return {

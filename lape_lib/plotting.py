@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from .analysis import pe_similarity, per_layer_attn_bias, per_layer_pe
 from .models import VisionTransformer
+from .report import arm_label
 
 
 def central_patch(grid: tuple[int, int]) -> int:
@@ -166,7 +167,7 @@ def plot_history(results: Mapping[str, Any], metric: str = "test_acc") -> Figure
         ax_m.axhline(chance, color="0.4", ls=":", lw=1, label=f"chance ({chance:g} %)")
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for arm in results["arms"].values():
-        groups.setdefault(f"{arm['pe']}-{arm.get('arm', arm['join'])}", []).append(arm)
+        groups.setdefault(f"{arm['pe']}-{arm_label(arm)}", []).append(arm)
     colours = [plt.get_cmap("tab10")(i) for i in range(10)]
     for k, (group, arms) in enumerate(groups.items()):
         colour = colours[k % len(colours)]
@@ -216,6 +217,16 @@ def plot_grouped_bars(table: Mapping[str, Mapping[str, float]], ylabel: str = "t
     return fig
 
 
+def _seeds_and_interval(ax: plt.Axes, x: float, d: Mapping[str, Any], first: bool, *, colour: str, alpha: float,
+                        spread: float, offset: float) -> None:
+    """One paired difference at ``x``: its per-seed values as dots, its mean with the 95 % interval as a bar."""
+    seeds = d["per_seed"]
+    ax.plot([x + spread * (k - (len(seeds) - 1) / 2) for k in range(len(seeds))], seeds, "o", color=colour, alpha=alpha,
+            label="one seed" if first else None)
+    err = None if d["ci"] is None else [[d["mean"] - d["ci"][0]], [d["ci"][1] - d["mean"]]]
+    ax.errorbar([x + offset], [d["mean"]], yerr=err, fmt="s", color="C1", capsize=4, label="mean, 95 % CI" if first else None)
+
+
 def plot_paired_differences(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Per-seed ``treatment - baseline`` (dots), their mean with its 95 % interval (bar) and the
     paper's difference (cross), one column per comparison from :func:`lape_lib.report.compare`."""
@@ -224,11 +235,7 @@ def plot_paired_differences(rows: Sequence[Mapping[str, Any]]) -> Figure:
         d = row["difference"]
         if d is None:
             continue
-        seeds = d["per_seed"]
-        ax.plot([i + 0.08 * (k - (len(seeds) - 1) / 2) for k in range(len(seeds))], seeds, "o", color="C0", alpha=0.6,
-                label="one seed" if i == 0 else None)
-        err = None if d["ci"] is None else [[d["mean"] - d["ci"][0]], [d["ci"][1] - d["mean"]]]
-        ax.errorbar([i + 0.3], [d["mean"]], yerr=err, fmt="s", color="C1", capsize=4, label="mean, 95 % CI" if i == 0 else None)
+        _seeds_and_interval(ax, i, d, i == 0, colour="C0", alpha=0.6, spread=0.08, offset=0.3)
         if row.get("published"):
             ax.plot([i + 0.45], [row["published"]["difference"]], "x", color="C3", markersize=8,
                     label="paper" if i == 0 else None)
@@ -247,12 +254,8 @@ def plot_factors(row: Mapping[str, Any]) -> Figure:
     steps = [*row["factors"], *([{**row["total"], "factor": "total"}] if row.get("total") else [])]
     fig, ax = plt.subplots(figsize=(2.2 + 1.25 * len(steps), 3.6))
     for i, d in enumerate(steps):
-        seeds = d["per_seed"]
         colour = "C3" if d["factor"] == "total" else "C0"
-        ax.plot([i + 0.06 * (k - (len(seeds) - 1) / 2) for k in range(len(seeds))], seeds, "o", color=colour, alpha=0.5,
-                label="one seed" if i == 0 else None)
-        err = None if d["ci"] is None else [[d["mean"] - d["ci"][0]], [d["ci"][1] - d["mean"]]]
-        ax.errorbar([i + 0.25], [d["mean"]], yerr=err, fmt="s", color="C1", capsize=4, label="mean, 95 % CI" if i == 0 else None)
+        _seeds_and_interval(ax, i, d, i == 0, colour=colour, alpha=0.5, spread=0.06, offset=0.25)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xticks(range(len(steps)), [f"{d['factor']}\n{d['to']}\n− {d['from']}" for d in steps], fontsize=7)
     ax.set_ylabel("difference (top-1 points)")

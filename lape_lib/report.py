@@ -119,6 +119,23 @@ def arm_label(arm: Mapping[str, Any]) -> str:
     return str(arm.get("arm", arm["join"]))  # results from before JOIN@STD have only "join"
 
 
+def arm_labels(runs: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Every arm label that ``runs`` hold."""
+    return {arm_label(arm) for run in runs for arm in run["arms"].values()}
+
+
+def _require(runs: Sequence[Mapping[str, Any]], **roles: str) -> None:
+    """Refuse an arm label (by its role: baseline, treatment, reference) that no run holds."""
+    known = arm_labels(runs)
+    for role, label in roles.items():
+        if label not in known:
+            raise ValueError(f"{role} arm {label!r} is in none of the runs; their arms are {sorted(known)}")
+
+
+def _where(row: Mapping[str, Any]) -> str:
+    return f"{row['model']} on {row['dataset']} ({row['pe']} PE, {row['epochs']} epochs)"
+
+
 def _groups(runs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None, allow_unfinished: bool) -> dict[tuple, dict[str, Any]]:
     """Final accuracies by (dataset, model, pe, epochs, setting) -> arm label -> seed (only ``labels``, if given)."""
     groups: dict[tuple[str, str, str, int, str], dict[str, Any]] = {}
@@ -166,10 +183,7 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
     ``unpaired`` and left out of the statistics. Unfinished runs are refused unless
     ``allow_unfinished`` (their "final" accuracy is a mid-run one).
     """
-    known = {arm_label(arm) for run in runs for arm in run["arms"].values()}
-    for role, label in (("baseline", baseline), ("treatment", treatment)):
-        if label not in known:
-            raise ValueError(f"{role} arm {label!r} is in none of the runs; their arms are {sorted(known)}")
+    _require(runs, baseline=baseline, treatment=treatment)
     out = []
     for key, g in sorted(_groups(runs, (baseline, treatment), allow_unfinished).items()):
         base, treat = g["acc"].get(baseline, {}), g["acc"].get(treatment, {})
@@ -226,9 +240,7 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str = "lape",
     ``scale`` step per ``add@STD`` arm (add@STD − add: the init scale alone). Pooling and
     refusals are as in :func:`compare`.
     """
-    known = {arm_label(arm) for run in runs for arm in run["arms"].values()}
-    if reference not in known:
-        raise ValueError(f"reference arm {reference!r} is in none of the runs; their arms are {sorted(known)}")
+    _require(runs, reference=reference)
     out = []
     for key, g in sorted(_groups(runs, None, allow_unfinished).items()):
         acc: dict[str, dict[int, float]] = g["acc"]
@@ -281,7 +293,7 @@ def _clear(d: Mapping[str, Any]) -> bool | None:
 
 def factors_verdict(row: Mapping[str, Any]) -> str:
     """Which factor steps carry a difference (interval excluding zero), or that the data can't tell."""
-    where = f"{row['model']} on {row['dataset']} ({row['pe']} PE, {row['epochs']} epochs)"
+    where = _where(row)
     total, factors = row.get("total"), row["factors"]
     if not factors:
         return f"{where}: no factor step can be formed from these arms ({sorted(row['arms'])})."
@@ -352,7 +364,7 @@ def verdict(row: Mapping[str, Any]) -> str:
     if pub:
         inside = lo <= pub["difference"] <= hi
         said += f"; the paper's {pub['difference']:+.2f} is {'inside' if inside else 'outside'} that interval"
-    return f"{row['model']} on {row['dataset']} ({row['pe']} PE, {row['epochs']} epochs): {said}."
+    return f"{_where(row)}: {said}."
 
 
 def write_figures(runs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], prefix: str | Path,
@@ -399,9 +411,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     try:
         runs = load_results(args.runs)
         rows = compare(runs, args.baseline, args.treatment, allow_unfinished=args.allow_unfinished)
-        labels = {arm_label(arm) for run in runs for arm in run["arms"].values()}
         reference = args.reference or "lape"
-        multi = compare_arms(runs, reference, args.allow_unfinished) if args.reference or reference in labels else []
+        multi = compare_arms(runs, reference, args.allow_unfinished) if args.reference or reference in arm_labels(runs) else []
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     print(markdown_table(rows))
@@ -409,7 +420,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(verdict(row))
     for row in multi:
         if len(row["arms"]) > 2:
-            print(f"\n{row['model']} on {row['dataset']} ({row['pe']} PE, {row['epochs']} epochs): every arm against {row['reference']}")
+            print(f"\n{_where(row)}: every arm against {row['reference']}")
             print(arms_table(row))
             if row["factors"]:
                 print("\n" + factors_table(row))

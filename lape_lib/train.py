@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .augment import AugmentConfig, BatchAugment, derive_seed
 from .checkpoint import atomic_write, load_checkpoint, pid_alive, save_checkpoint, save_weights
-from .data import DATASETS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
+from .data import DATASETS, EXPECTED_COUNTS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
 from .graphs import GraphedStep, load_optimizer_state, portable_optimizer_state, set_lr
 from .models import JOINS, VisionTransformer, create_model, describe, list_models, resolve_config, valid_combination
 from .pos_embed import PE_TYPES
@@ -45,6 +45,8 @@ RECIPES = ("cifar10", "cifar100", "deit")
 DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
 TIMM_PREFIX = "timm/"
 CHECKPOINT = "checkpoint.pt"  # in the run's output folder, rewritten atomically after every epoch
+TOY_SIZES = (2000, 500)  # the toy set's train and test images when n_train / n_test are None
+NO_PROGRESS_ENV = "LAPE_NO_PROGRESS"  # set (lape_lib.workbook does): no progress bar, which papermill would save frozen
 # Fields that do not change what is computed: a checkpoint may be resumed under other values.
 _RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "cuda_graph", "eval_every", "progress", "save_weights", "data_root",
                    "workers", "download")
@@ -359,7 +361,7 @@ def load_data(cfg: TrainConfig) -> ImageData | StreamingImageFolder:
         return open_imagefolder(cfg.data_root, cfg.img_size, crop_scale=cfg.augment.crop_scale,  # type: ignore[arg-type]
                                 n_train=cfg.n_train, n_test=cfg.n_test, workers=cfg.workers)
     if cfg.dataset == "toy":
-        return make_position_toy(cfg.n_train or 2000, cfg.n_test or 500, img_size=cfg.img_size, seed=0)
+        return make_position_toy(cfg.n_train or TOY_SIZES[0], cfg.n_test or TOY_SIZES[1], img_size=cfg.img_size, seed=0)
     if cfg.dataset == "imagefolder":
         return load_imagefolder(cfg.data_root, cfg.img_size, n_train=cfg.n_train, n_test=cfg.n_test)  # type: ignore[arg-type]
     return load_cifar(cfg.dataset, cfg.data_root, download=cfg.download, n_train=cfg.n_train, n_test=cfg.n_test, seed=0)
@@ -666,7 +668,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         start_epoch, wall = _restore(state, arms)
     steps = data.n_train // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
-    quiet = os.environ.get("LAPE_NO_PROGRESS", "") not in ("", "0")  # set by lape_lib.workbook: papermill saves bars frozen
+    quiet = os.environ.get(NO_PROGRESS_ENV, "") not in ("", "0")
     bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead) or quiet,
                unit="step")
     seeds = sorted({arm.seed for arm in arms})
@@ -808,7 +810,8 @@ def estimate_minutes(cfg: TrainConfig, steps: int = 3) -> dict[str, Any]:
     (evaluation and data loading not included) and the numbers behind them. A figure to decide
     with, printed by notebooks 02 and 04 before they train; the real run may differ by tens of %.
     """
-    n_train = cfg.n_train or {"cifar10": 50_000, "cifar100": 50_000, "toy": 2_000}.get(cfg.dataset, 0)
+    full = {name: classes * per_class for name, (classes, per_class, _) in EXPECTED_COUNTS.items()}
+    n_train = cfg.n_train or {**full, "toy": TOY_SIZES[0]}.get(cfg.dataset, 0)
     if not n_train:
         raise ValueError(f"estimate_minutes needs n_train for dataset {cfg.dataset!r}")
     arms = len(cfg.arms())

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .presets import PRESETS
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NO_PROGRESS_ENV = "LAPE_NO_PROGRESS"  # set: the trainer shows no progress bar (read by lape_lib.train)
 
 NOTEBOOKS = (
     "00_setup.ipynb",
@@ -93,6 +94,8 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
     import papermill as pm
     import torch
 
+    from .train import NO_PROGRESS_ENV
+
     gpu = torch.cuda.is_available() if use_gpu_defaults is None else use_gpu_defaults
     out.mkdir(parents=True, exist_ok=True)
     # A progress bar that papermill saves stays frozen at its first frame: the kernels run without.
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     p.add_argument("--only", nargs="+", help="notebook prefixes to run, e.g. 00 03")
     p.add_argument("--gpu-defaults", action="store_true", help="use the notebooks' own defaults (preset auto) even without a GPU")
-    p.add_argument("--preset", choices=("auto", "cpu", "class", "paper"),
+    p.add_argument("--preset", choices=PRESETS,
                    help="the training notebooks' preset (default: cpu without a GPU, auto with one); paper is the 300-epoch recipe")
     p.add_argument("--kernel", default="python3")
     args = p.parse_args(argv)

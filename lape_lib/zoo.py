@@ -64,10 +64,7 @@ def initial_like(model: VisionTransformer, seed: int = 0) -> VisionTransformer:
     ``seed``), in eval mode: the "before" beside a trained model."""
     import torch
 
-    from .models import create_model, describe
+    from .models import describe, from_description
 
-    meta = describe(model)
-    name = meta.pop("registered_as")
-    meta["img_size"] = tuple(meta["img_size"])
     torch.manual_seed(seed)
-    return create_model(name, **meta).eval()
+    return from_description(describe(model)).eval()
