@@ -202,7 +202,8 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
         # The paper's figure is set beside a run of its setting only: the whole training set and its
         # 300 epochs. A short or subsampled run answers another question.
         paper_run = cfg.get("n_train") is None and int(cfg["epochs"]) >= 300
-        if row["pe"] == "learnable" and same_architecture and paper_run and (row["dataset"], cfg["model"]) in PUBLISHED:
+        paper_arms = (baseline, treatment) == ("add", "lape")  # its figures are for these two joins
+        if paper_arms and row["pe"] == "learnable" and same_architecture and paper_run and (row["dataset"], cfg["model"]) in PUBLISHED:
             b, t = PUBLISHED[(row["dataset"], cfg["model"])]
             row["published"] = {baseline: b, treatment: t, "difference": round(t - b, 3), "source": PUBLISHED_SOURCE}
         out.append(row)

@@ -115,6 +115,7 @@ def test_published_figures_and_verdict(runs: list[dict]) -> None:
         arm["final"]["test_acc"] = 90.0 + (arm["seed"] + 1 if arm["join"] == "lape" else 0)
     (row,) = compare([run])
     assert row["published"]["add"] == PUBLISHED[("cifar10", "vit_lite_7_4")][0]
+    assert compare([run], baseline="lape", treatment="add")[0]["published"] is None  # the paper's numbers are add → lape
     assert row["published"]["difference"] == pytest.approx(94.290 - 93.448, abs=1e-3)
     text = verdict(row)
     assert "+1.50" in text and "paired seeds" in text and "paper's +0.84" in text
