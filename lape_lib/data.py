@@ -2,9 +2,11 @@
 
 Where data is read from, in order: an explicit ``root``, else ``$LAPE_DATA``, else ``./data``,
 the checkout's ``data/``, and ``../shared/data`` beside the checkout. Inside a root the loader
-takes the first layout it finds (see ``_find_source``); with ``download=True`` and nothing
-found, torchvision downloads the original CIFAR into the root. Every load says where it read
-from (``ImageData.source``).
+takes the first layout it finds (see ``_find_source``). With ``download=True`` and nothing
+found, CIFAR is downloaded into the root: first the Hugging Face Hub's parquet copy (seconds; see
+``lape_lib.hub``), then, should that fail, torchvision's download of the original archive (its
+host has served tens of kB/s since mid-2026: an hour). Each source gets a second try. Every load
+says where it read from (``ImageData.source``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
+import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +40,8 @@ EXPECTED_COUNTS = {"cifar10": (10, 5000, 1000), "cifar100": (100, 500, 100)}
 _TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "LAPE_CIFAR_MIRROR"  # a base URL that serves cifar-10-python.tar.gz / cifar-100-python.tar.gz
+DOWNLOAD_TRIES = 2  # per source
+RETRY_WAIT_S = 5.0
 
 
 class DataError(RuntimeError):
@@ -103,7 +109,8 @@ def load_cifar(
     Args:
         name: ``"cifar10"`` or ``"cifar100"``.
         root: a folder (or an archive file) to read from; ``None`` searches ``default_roots()``.
-        download: let torchvision download the original when no copy is found (Colab's path).
+        download: when no copy is found, download one into the root (Colab's path): the Hugging
+            Face Hub's parquet copy, else torchvision's download of the original.
         n_train, n_test: class-balanced random subsets of that size (``None``: everything).
         seed: the subset draw.
         cache: keep decoded tensors in ``cache_dir()`` as safetensors.
@@ -117,13 +124,50 @@ def load_cifar(
             raise DataError(
                 f"no {name} found in {[str(r) for r in roots]}. Looked for {_TORCHVISION_DIRS[name]}/, "
                 f"{name}/train/<class>/ (ImageFolder) and {name}*.tar[.xz|.gz]. Pass root=..., set LAPE_DATA, "
-                "or pass download=True to fetch it with torchvision."
+                "or pass download=True to download it (the Hugging Face Hub, else the original host)."
             )
         target = roots[0] if roots[0].suffix == "" else roots[0].parent
-        _torchvision_split(name, target, train=True, download=True)
-        found = ("torchvision", target / _TORCHVISION_DIRS[name])
-    data = _load_source(name, *found, cache=cache)
+        data = _download(name, target, cache)
+    else:
+        data = _load_source(name, *found, cache=cache)
     return subset(data, n_train, n_test, seed)
+
+
+def _download(name: str, target: Path, cache: bool) -> ImageData:
+    """Download ``name`` into ``target`` and load it: the Hub, then torchvision, each tried
+    ``DOWNLOAD_TRIES`` times; a copy that fails its checks counts as a failed try. The error,
+    when all fail, names every source and what each said."""
+    from . import hub
+
+    def from_hub() -> ImageData:
+        folder = hub.fetch(name, target)
+        try:
+            return _load_source(name, "hub", folder, cache=cache)
+        except DataError:  # a bad copy is never kept: the next try downloads it afresh
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def from_torchvision() -> ImageData:
+        _torchvision_split(name, target, train=True, download=True)
+        return _load_source(name, "torchvision", target / _TORCHVISION_DIRS[name], cache=cache)
+
+    sources = ((f"the Hugging Face Hub ({hub.HUB_REPOS[name]} at {hub.revision()})", from_hub),
+               (f"torchvision ({os.environ.get(MIRROR_ENV) or 'the original host'})", from_torchvision))
+    failures = []
+    for label, attempt in sources:
+        for i in range(1, DOWNLOAD_TRIES + 1):
+            try:
+                return attempt()
+            except Exception as err:  # network stacks raise many kinds; every one means: try again, then the next source
+                failures.append(f"{label}, try {i}: {type(err).__name__}: {err}")
+                print(f"could not download {name} from {label} (try {i} of {DOWNLOAD_TRIES}): {type(err).__name__}: {err}")
+                if i < DOWNLOAD_TRIES:
+                    time.sleep(RETRY_WAIT_S)
+    raise DataError(
+        f"could not download {name} into {target}. Tried:\n  " + "\n  ".join(failures) +
+        "\nOffline? Copy CIFAR there (or set LAPE_DATA to a copy): a cifar-10-batches-py/ folder, "
+        f"an ImageFolder {name}/train/<class>/, or a {name}*.tar[.xz|.gz] archive."
+    )
 
 
 def _find_source(name: str, root: Path) -> tuple[str, Path] | None:
@@ -131,6 +175,10 @@ def _find_source(name: str, root: Path) -> tuple[str, Path] | None:
         return ("archive", root) if root.name.endswith(_ARCHIVE_SUFFIXES) else None
     if (root / _TORCHVISION_DIRS[name]).is_dir():
         return "torchvision", root / _TORCHVISION_DIRS[name]
+    from . import hub
+
+    if (hub.folder_for(name, root) / hub.MARKER).is_file():  # written last: a finished download
+        return "hub", hub.folder_for(name, root)
     for folder in (root / name, root):
         if (folder / "train").is_dir() and (folder / "test").is_dir():
             return "imagefolder", folder
@@ -170,7 +218,7 @@ def _load_source(name: str, kind: str, path: Path, cache: bool) -> ImageData:
     cached = cache_dir() / f"{name}-{kind}-{key[:16]}.safetensors"
     if cache and cached.is_file():
         try:
-            data = _read_cache(cached, name, f"{kind}:{path} (cached in {cached})")
+            data = _read_cache(cached, name, f"{_describe(kind, path)} (cached in {cached})")
             check_counts(name, data, str(cached))
             return data
         except Exception as err:  # a truncated or edited cache is rebuilt, never trusted
@@ -181,13 +229,26 @@ def _load_source(name: str, kind: str, path: Path, cache: bool) -> ImageData:
         test = _torchvision_split(name, path.parent, train=False, download=False)
         classes = tuple(train[2])
         arrays = (train[0], train[1], test[0], test[1])
+    elif kind == "hub":
+        from . import hub
+
+        arrays, classes = hub.read(name, path)
     else:
         arrays, classes = _read_imagefolder(path) if kind == "imagefolder" else _read_archive(path)
-    data = ImageData(*arrays, classes=classes, mean=MEAN_STD[name][0], std=MEAN_STD[name][1], source=f"{kind}:{path}")
+    data = ImageData(*arrays, classes=classes, mean=MEAN_STD[name][0], std=MEAN_STD[name][1], source=_describe(kind, path))
     check_counts(name, data, str(path))
     if cache:
         _write_cache(cached, data)
     return data
+
+
+def _describe(kind: str, path: Path) -> str:
+    if kind == "hub":
+        from . import hub
+
+        info = hub.marker(path)
+        return f"hub:{info['repo']}@{info['revision']} ({path})"
+    return f"{kind}:{path}"
 
 
 def _source_key(kind: str, path: Path) -> str:
@@ -204,6 +265,16 @@ def _source_key(kind: str, path: Path) -> str:
         # modification times too: an image rewritten at the same size must not be served stale
         listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    if kind == "hub":
+        from . import hub
+
+        info = hub.marker(path)
+        for f, expected in info["sha256"].items():
+            digest = sha256_file(path / f) if (path / f).is_file() else "missing"
+            if digest != expected:
+                raise DataError(f"{path / f} is corrupt or changed since it was downloaded: sha256 {digest}, expected "
+                                f"{expected} (from {path / hub.MARKER}). Delete {path} and download again.")
+        return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()
     return hashlib.sha256(str(path.resolve()).encode()).hexdigest()  # torchvision checks its own md5s
 
 

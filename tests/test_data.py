@@ -30,6 +30,7 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LAPE_DATA", raising=False)
     # The small copies these tests make are not complete CIFARs; tests of the count check set their own.
     monkeypatch.setattr(data_module, "EXPECTED_COUNTS", {})
+    monkeypatch.setattr(data_module, "RETRY_WAIT_S", 0.0)
 
 
 def png_bytes(value: int) -> bytes:
@@ -186,7 +187,7 @@ def test_download_uses_the_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("LAPE_CIFAR_MIRROR", "https://mirror.example/cifar/")
     with pytest.raises(DataError):
         load_cifar("cifar10", tmp_path, download=True)
-    assert urls == ["https://mirror.example/cifar/cifar-10-python.tar.gz"]
+    assert urls == ["https://mirror.example/cifar/cifar-10-python.tar.gz"] * data_module.DOWNLOAD_TRIES
 
 
 def mini_archive(tmp_path: Path, suffix: str = ".tar") -> Path:

@@ -1,0 +1,147 @@
+"""CIFAR from the Hugging Face Hub's parquet copy: seconds where the original host takes an hour.
+
+The Hub datasets ``uoft-cs/cifar10`` and ``uoft-cs/cifar100`` hold the same images as the original
+archives, stored losslessly as PNG cells of parquet files (one file per split). ``fetch`` downloads
+them into ``<root>/<name>-hf/`` and writes ``hub.json`` last, naming the repository, the exact
+commit read and each file's sha256, so a half-finished download is never taken for a copy and a
+copy edited later is refused. ``read`` decodes a fetched folder into uint8 tensors.
+
+The revision: ``HUB_REVISION`` (``main`` unless ``$LAPE_HUB_REVISION`` names a commit, branch or
+tag) is resolved to a commit once per download, and every file is fetched at that commit; the
+commit goes into ``hub.json`` and the data's ``source``, so a run says which copy it read. The
+content is then checked like any other copy: image count and shape, and images per class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import DataError, _decode, sha256_file
+
+HUB_REPOS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
+HUB_REVISION_ENV = "LAPE_HUB_REVISION"
+HUB_REVISION = "main"
+MARKER = "hub.json"
+# The columns the Hub's CIFAR parquet files use, in the order we look for them.
+IMAGE_COLUMNS = ("img", "image")
+LABEL_COLUMNS = {"cifar10": ("label",), "cifar100": ("fine_label", "label")}
+# CIFAR-10's class names in label order, for files whose schema does not carry them.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_SHARD = re.compile(r"(^|/)(train|test)-\d+-of-\d+\.parquet$")
+
+
+class HubError(DataError):
+    """The Hub repository does not hold what we expect (no parquet splits, unknown columns)."""
+
+
+def folder_for(name: str, root: Path) -> Path:
+    return root / f"{name}-hf"
+
+
+def revision() -> str:
+    return os.environ.get(HUB_REVISION_ENV) or HUB_REVISION
+
+
+def split_files(filenames: list[str]) -> dict[str, list[str]]:
+    """The parquet shards of the train and test splits among a repository's files; one folder only
+    (a repository with several configurations would otherwise mix them)."""
+    splits: dict[str, list[str]] = {"train": [], "test": []}
+    for f in sorted(filenames):
+        m = _SHARD.search(f)
+        if m:
+            splits[m.group(2)].append(f)
+    folders = {str(Path(f).parent) for files in splits.values() for f in files}
+    if not splits["train"] or not splits["test"] or len(folders) != 1:
+        raise HubError(f"expected train-*.parquet and test-*.parquet in one folder; the repository has "
+                       f"{[f for f in filenames if f.endswith('.parquet')] or 'no parquet files'}")
+    return splits
+
+
+def fetch(name: str, root: Path) -> Path:
+    """Download ``name``'s parquet files from the Hub into ``folder_for(name, root)``; returns it."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from .checkpoint import atomic_write
+
+    repo, asked = HUB_REPOS[name], revision()
+    info = HfApi().dataset_info(repo, revision=asked, files_metadata=True)
+    commit = info.sha
+    siblings = {s.rfilename: s for s in info.siblings or []}
+    splits = split_files(list(siblings))
+    folder = folder_for(name, root)
+    print(f"downloading {name} from the Hugging Face Hub: {repo} at {asked} (commit {commit}) into {folder}")
+    digests = {}
+    for split, files in splits.items():
+        for f in files:
+            path = Path(hf_hub_download(repo, f, repo_type="dataset", revision=commit, local_dir=folder))
+            digests[f] = sha256_file(path)
+            lfs = siblings[f].lfs  # the Hub states each large file's sha256: the download must match it
+            stated = getattr(lfs, "sha256", None) or (lfs.get("sha256") if isinstance(lfs, dict) else None)
+            if stated and stated != digests[f]:
+                raise HubError(f"{path}: sha256 {digests[f]}, but the Hub states {stated} for {repo}/{f} at {commit}")
+    marker = {"repo": repo, "revision": commit, "asked": asked, "splits": splits, "sha256": digests}
+    atomic_write(folder / MARKER, lambda tmp: tmp.write_text(json.dumps(marker, indent=1)))
+    return folder
+
+
+def marker(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / MARKER).read_text())
+
+
+def _column(names: list[str], wanted: tuple[str, ...], what: str, where: Path) -> str:
+    found = next((c for c in wanted if c in names), None)
+    if found is None:
+        raise HubError(f"{where}: no {what} column (looked for {list(wanted)}; the file has {names})")
+    return found
+
+
+def _class_names(schema_metadata: dict[bytes, bytes] | None, label: str, name: str, where: Path) -> tuple[str, ...]:
+    """The label names the Hub stores in the parquet schema (datasets' ClassLabel feature)."""
+    try:
+        features = json.loads((schema_metadata or {})[b"huggingface"])["info"]["features"]
+        return tuple(features[label]["names"])
+    except (KeyError, TypeError, ValueError):
+        if name == "cifar10":
+            return CIFAR10_CLASSES
+        raise HubError(f"{where} does not name its classes (no ClassLabel names in the parquet metadata)") from None
+
+
+Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def read(name: str, folder: Path) -> tuple[Arrays, tuple[str, ...]]:
+    """Decode a fetched folder: ((train_x, train_y, test_x, test_y), classes). The caller checks the
+    sha256s first (``data._source_key``) and the counts after."""
+    import pyarrow.parquet as pq
+
+    info = marker(folder)
+    arrays: list[torch.Tensor] = []
+    classes: tuple[str, ...] = ()
+    for split in ("train", "test"):
+        xs, ys = [], []
+        for f in info["splits"][split]:
+            path = folder / f
+            schema = pq.read_schema(path)
+            image = _column(schema.names, IMAGE_COLUMNS, "image", path)
+            label = _column(schema.names, LABEL_COLUMNS[name], "label", path)
+            classes = classes or _class_names(schema.metadata, label, name, path)
+            table = pq.read_table(path, columns=[image, label])
+            cells = table.column(image).to_pylist()
+            for i, cell in enumerate(cells):
+                blob = cell["bytes"] if isinstance(cell, dict) else cell
+                xs.append(_decode(blob, f"row {i} of {path}"))
+            ys.extend(table.column(label).to_pylist())
+        sizes = {x.shape for x in xs}
+        if len(sizes) != 1:
+            raise HubError(f"{folder}: {split} images of several sizes {sorted(sizes)}; expected 32 x 32 RGB")
+        arrays.append(torch.from_numpy(np.stack(xs).transpose(0, 3, 1, 2).copy()))
+        arrays.append(torch.tensor(ys, dtype=torch.int64))
+    train_x, train_y, test_x, test_y = arrays
+    return (train_x, train_y, test_x, test_y), classes
