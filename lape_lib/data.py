@@ -498,3 +498,23 @@ def make_position_toy(n_train: int = 2000, n_test: int = 500, img_size: int = 32
         x[:n_train], y[:n_train], x[n_train:], y[n_train:], QUADRANTS,
         (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), f"toy:quadrant(seed={seed})",
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lape_lib.data cifar100 --download``: fetch (or find) a dataset ahead of a class
+    and print where it was read from; the decoded cache makes every later load fast."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lape_lib.data", description=main.__doc__)
+    parser.add_argument("name", choices=DATASETS)
+    parser.add_argument("--root", help="a folder or archive to read (and download into); default: the search order")
+    parser.add_argument("--download", action="store_true", help="download when no copy is found (the Hub, else the original host)")
+    args = parser.parse_args(argv)
+    try:
+        print(load_cifar(args.name, args.root, download=args.download))
+    except DataError as err:
+        raise SystemExit(f"error: {err}") from err
+
+
+if __name__ == "__main__":
+    main()

@@ -263,3 +263,13 @@ def test_unknown_columns_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     no_torchvision(monkeypatch)
     with pytest.raises(DataError, match=r"no label column \(looked for \['label'\]; the file has \['img', 'target'\]\)"):
         load_cifar("cifar10", tmp_path / "data", download=True)
+
+
+def test_the_command_line_fetches_and_says_where_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    make_repo(tmp_path / "repo")
+    FakeHub(tmp_path / "repo", monkeypatch)
+    data_module.main(["cifar10", "--root", str(tmp_path / "data"), "--download"])
+    assert f"from hub:uoft-cs/cifar10@{COMMIT}" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="error: no cifar100 found"):
+        data_module.main(["cifar100", "--root", str(tmp_path / "data")])
