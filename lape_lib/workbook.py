@@ -120,7 +120,10 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
         params["output_dir"] = str(out)
         t0 = time.perf_counter()
         print(f"[workbook] {name} with {params}", flush=True)
-        pm.execute_notebook(str(path), str(out / name), parameters=params, cwd=str(out), kernel_name=kernel, progress_bar=False)
+        # The notebook's printed lines (its preset, the time estimate before training, each epoch)
+        # reach this terminal as they come, not only the saved notebook.
+        pm.execute_notebook(str(path), str(out / name), parameters=params, cwd=str(out), kernel_name=kernel,
+                            progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
         add_banner(out / name, name, params, params.get("preset", "auto" if gpu else "cpu"))
         print(f"[workbook] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
         done.append(out / name)

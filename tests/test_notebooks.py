@@ -128,6 +128,20 @@ def test_workbook_runner_rejects_unknown_parameters_before_running(tmp_path: Pat
     assert not list(tmp_path.glob("*.ipynb"))
 
 
+@pytest.mark.slow
+def test_workbook_runner_shows_what_the_notebooks_print(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """A long run's estimate must reach the terminal before training, not only the saved notebook."""
+    from lape_lib.train import NO_PROGRESS_ENV
+    from lape_lib.workbook import run
+
+    monkeypatch.setenv(NO_PROGRESS_ENV, "1")  # run() sets it; this restores the old state afterwards
+    run(tmp_path, {}, only=["00"])
+    out = capsys.readouterr().out
+    assert "[workbook] 00_setup.ipynb with" in out
+    assert "parameters" in out and "images/s per model" in out  # printed by the notebook's cells
+
+
 def test_executed_notebooks_get_a_banner_saying_what_the_preset_can_show(tmp_path: Path) -> None:
     import shutil
 
