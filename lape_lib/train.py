@@ -709,6 +709,10 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
                 row.update(evaluate(arm.model, eval_batches(data, rank, world, device), aug, dtype, device, world))
             arm.history.append(row)
         bar.set_postfix({a.name: f"{a.history[-1].get('test_acc', float('nan')):.1f}%" for a in arms[:4]})
+        if quiet and cfg.progress and lead:  # no bar: one line per epoch instead, readable in a saved notebook too
+            print(f"epoch {epoch + 1}/{cfg.total_epochs} ({seconds:.0f} s): " + ", ".join(
+                f"{a.name} loss {a.history[-1]['train_loss']:.3f}" + (f" acc {a.history[-1]['test_acc']:.1f}%"
+                                                                     if "test_acc" in a.history[-1] else "") for a in arms), flush=True)
         if out is not None and lead:
             save_checkpoint(out / CHECKPOINT, _snapshot(arms, epoch + 1, wall), cfg.fingerprint())
             _write_json(out / "results.json", _results(cfg, arms, wall, data, world, done=epoch + 1 == cfg.total_epochs))

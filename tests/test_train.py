@@ -332,3 +332,15 @@ def test_cli_runs_and_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
         main(args[:-2] + ["--override", "depth=1", "--override", "depht=1"])
     with pytest.raises(SystemExit, match="--time-limit-minutes must be a positive number of minutes; got -3"):
         main(args + ["--time-limit-minutes", "-3"])
+
+
+def test_without_a_progress_bar_each_epoch_prints_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from lape_lib.train import NO_PROGRESS_ENV
+
+    monkeypatch.setenv(NO_PROGRESS_ENV, "1")  # as the workbook runs notebooks: a saved bar would stay frozen
+    cfg = tiny(progress=True, joins=("add", "lape"))
+    train(cfg)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    n = cfg.total_epochs  # epochs + cooldown
+    assert [line.split(" (")[0] for line in lines] == [f"epoch {e}/{n}" for e in range(1, n + 1)]
+    assert re.search(r"learnable-add-s0 loss \d+\.\d{3} acc \d+\.\d%, learnable-lape-s0 loss", lines[-1])
