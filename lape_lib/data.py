@@ -319,16 +319,22 @@ def _decode(blob: bytes, where: str, size: int | None = None) -> np.ndarray:
         raise DataError(f"cannot decode image {where}: {err}") from err
 
 
+def stack_images(images: list[np.ndarray], where: str) -> torch.Tensor:
+    """Decoded H x W x 3 images as one uint8 (N, 3, H, W) tensor; refused, naming ``where``, when
+    their sizes differ."""
+    sizes = {im.shape for im in images}
+    if len(sizes) != 1:
+        raise DataError(f"{where} holds images of several sizes {sorted(sizes)}; expected one size")
+    return torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy())
+
+
 def _stack(items: dict[str, list[tuple[str, str, np.ndarray]]], classes: tuple[str, ...], where: Path):
     out = []
     for split in ("train", "test"):
         rows = sorted(items[split], key=lambda r: (r[0], r[1]))
         if not rows:
             raise DataError(f"{where} has no {split}/<class>/ images")
-        sizes = {r[2].shape for r in rows}
-        if len(sizes) != 1:
-            raise DataError(f"{where} holds images of several sizes {sorted(sizes)}; expected one size")
-        x = torch.from_numpy(np.stack([r[2] for r in rows]).transpose(0, 3, 1, 2).copy())
+        x = stack_images([r[2] for r in rows], str(where))
         y = torch.tensor([classes.index(r[0]) for r in rows], dtype=torch.int64)
         out += [x, y]
     return tuple(out)

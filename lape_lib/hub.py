@@ -20,10 +20,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .data import DataError, _decode, sha256_file
+from .data import DataError, _decode, sha256_file, stack_images
 
 HUB_REPOS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
 HUB_REVISION_ENV = "LAPE_HUB_REVISION"
@@ -82,8 +81,7 @@ def fetch(name: str, root: Path) -> Path:
         for f in files:
             path = Path(hf_hub_download(repo, f, repo_type="dataset", revision=commit, local_dir=folder))
             digests[f] = sha256_file(path)
-            lfs = siblings[f].lfs  # the Hub states each large file's sha256: the download must match it
-            stated = getattr(lfs, "sha256", None) or (lfs.get("sha256") if isinstance(lfs, dict) else None)
+            stated = getattr(siblings[f].lfs, "sha256", None)  # the Hub states each large file's sha256: the download must match it
             if stated and stated != digests[f]:
                 raise HubError(f"{path}: sha256 {digests[f]}, but the Hub states {stated} for {repo}/{f} at {commit}")
     marker = {"repo": repo, "revision": commit, "asked": asked, "splits": splits, "sha256": digests}
@@ -138,10 +136,7 @@ def read(name: str, folder: Path) -> tuple[Arrays, tuple[str, ...]]:
                 blob = cell["bytes"] if isinstance(cell, dict) else cell
                 xs.append(_decode(blob, f"row {i} of {path}"))
             ys.extend(table.column(label).to_pylist())
-        sizes = {x.shape for x in xs}
-        if len(sizes) != 1:
-            raise HubError(f"{folder}: {split} images of several sizes {sorted(sizes)}; expected 32 x 32 RGB")
-        arrays.append(torch.from_numpy(np.stack(xs).transpose(0, 3, 1, 2).copy()))
+        arrays.append(stack_images(xs, f"{folder} ({split})"))
         arrays.append(torch.tensor(ys, dtype=torch.int64))
     train_x, train_y, test_x, test_y = arrays
     return (train_x, train_y, test_x, test_y), classes

@@ -76,7 +76,7 @@ def make_repo(root: Path, folder: str = "plain_text", label_column: str = "label
 class FakeHub:
     """Stands in for huggingface_hub: serves files from a folder, records what was asked."""
 
-    def __init__(self, repo_root: Path, monkeypatch: pytest.MonkeyPatch, fail: int = 0, stated: dict | None = None):
+    def __init__(self, repo_root: Path, monkeypatch: pytest.MonkeyPatch, fail: int = 0, stated: dict[str, str] | None = None):
         self.root, self.fail, self.calls, self.stated = repo_root, fail, [], stated or {}
         import huggingface_hub
 
@@ -90,10 +90,15 @@ class FakeHub:
             raise ConnectionError("[Errno -2] Name or service not known")
         files = sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
         files.append("README.md")
-        siblings = [SimpleNamespace(rfilename=f, lfs=self.stated.get(f, {"sha256": sha(self.root / f)}
-                                                                     if f.endswith(".parquet") else None))
-                    for f in files]
+        siblings = [SimpleNamespace(rfilename=f, lfs=self.lfs(f) if f.endswith(".parquet") else None) for f in files]
         return SimpleNamespace(sha=COMMIT, siblings=siblings)
+
+    def lfs(self, filename: str):
+        """What the Hub states of a large file (huggingface_hub's own type), its sha256 overridable."""
+        from huggingface_hub.hf_api import BlobLfsInfo
+
+        path = self.root / filename
+        return BlobLfsInfo(size=path.stat().st_size, sha256=self.stated.get(filename, sha(path)), pointer_size=134)
 
     def download(self, repo: str, filename: str, *, repo_type: str, revision: str, local_dir: Path) -> str:
         self.calls.append(("download", repo, filename, repo_type, revision))
@@ -235,7 +240,7 @@ def test_a_hub_copy_with_wrong_counts_is_not_kept(tmp_path: Path, monkeypatch: p
 
 def test_a_download_that_differs_from_the_hubs_checksum_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_repo(tmp_path / "repo")
-    FakeHub(tmp_path / "repo", monkeypatch, stated={"plain_text/test-00000-of-00001.parquet": {"sha256": "0" * 64}})
+    FakeHub(tmp_path / "repo", monkeypatch, stated={"plain_text/test-00000-of-00001.parquet": "0" * 64})
     no_torchvision(monkeypatch)
     with pytest.raises(DataError, match="but the Hub states 0000"):
         load_cifar("cifar10", tmp_path / "data", download=True)
