@@ -33,7 +33,7 @@ def per_layer_pe(model: nn.Module, include_class_token: bool = False) -> torch.T
     from .timm_lape import LaPEVisionTransformer
 
     if isinstance(model, (LaPEVisionTransformer, TimmViT)):
-        return _timm_per_layer_pe(model, include_class_token)
+        return _timm_per_layer_pe(model, include_class_token).cpu()
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"per_layer_pe takes a lape_lib VisionTransformer (create_model), a timm VisionTransformer "
                         f"or a lapeified one; got {type(model).__name__}")
@@ -53,7 +53,7 @@ def per_layer_pe(model: nn.Module, include_class_token: bool = False) -> torch.T
     out = torch.stack([p.float() for p in pes])
     if model.cls_token is not None and not include_class_token:
         out = out[:, 1:]
-    return out
+    return out.cpu()  # for plotting and analysis, wherever the model lives
 
 
 @torch.no_grad()
@@ -65,7 +65,7 @@ def per_layer_attn_bias(model: VisionTransformer) -> torch.Tensor:
     """
     if model.rel_pos is None:
         raise ValueError(f"per_layer_attn_bias needs a model with pe='rpe', got pe={model.pe_type!r}")
-    return torch.stack([bias.patch_bias().float() for bias in cast(list[RelativePositionBias], list(model.rel_pos))])
+    return torch.stack([bias.patch_bias().float() for bias in cast(list[RelativePositionBias], list(model.rel_pos))]).cpu()
 
 
 def _timm_per_layer_pe(model: nn.Module, include_class_token: bool) -> torch.Tensor:
@@ -128,9 +128,18 @@ def lambda_coefficients(x: torch.Tensor, p: torch.Tensor, eps: float = 0.0) -> d
     return {"lambda1": s_x / s_z, "lambda2": s_p / s_z, "lambda3": (s_z - s_x - s_p) / s_z}
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s weights are: images are moved there, so a model trained on a GPU can be
+    analysed with images made on the CPU (a notebook's)."""
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def block_inputs(model: VisionTransformer, images: torch.Tensor) -> list[torch.Tensor]:
-    """The residual stream X_l entering each layer (B, N, D) for a batch, via forward hooks."""
+    """The residual stream X_l entering each layer (B, N, D) for a batch, via forward hooks.
+
+    ``images`` may be on another device than the model: they are moved to the model's."""
+    images = images.to(model_device(model))
     seen: list[torch.Tensor] = []
     hooks = [b.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach())) for b in model.blocks]
     try:
@@ -157,6 +166,7 @@ def pe_share(model: VisionTransformer, images: torch.Tensor) -> dict[str, float]
     """
     if model.pos_embed is None:
         raise ValueError(f"pe_share needs a model with an absolute position embedding, got pe={model.pe_type!r}")
+    images = images.to(model_device(model))
     was_training = model.training
     model.eval()
     try:
@@ -205,7 +215,7 @@ def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, An
         at_init = pe_share(initial, images)
         rows.append({"arm": label, "pe": arm["pe"], "join": arm["join"], "sigma_tokens": at_init["sigma_tokens"],
                      "sigma_pe_init": at_init["sigma_pe"], "share_init": at_init["share"],
-                     "share_trained": None if trained is None else pe_share(trained.cpu(), images)["share"]})
+                     "share_trained": None if trained is None else pe_share(trained, images)["share"]})
     return rows
 
 

@@ -32,7 +32,7 @@ def trained_models(
     folders: list[str | Path | None], *, joins: tuple[str, ...] = ("add", "lape"), pe: str = "learnable", seed: int = 0,
     fallback: dict[str, Any] | None = None, cache: str | Path | None = None,
 ) -> tuple[dict[str, VisionTransformer], str]:
-    """Models keyed by join, and a sentence saying where they came from.
+    """Models keyed by join (on the CPU, in eval mode), and a sentence saying where they came from.
 
     A pair trained here is saved under ``cache`` (if given), so the next notebook loads it.
     """
@@ -54,7 +54,8 @@ def trained_models(
                       save_weights=cache is not None, **settings)
     results = train(cfg)
     accs = ", ".join(f"{j}: {results['arms'][n]['final'].get('test_acc', float('nan')):.1f}%" for j, n in zip(joins, names))
-    models = {j: results["models"][n].eval() for j, n in zip(joins, names)}
+    # On the CPU, as loaded ones are: the notebooks plot them and feed them CPU images.
+    models = {j: results["models"][n].eval().cpu() for j, n in zip(joins, names)}
     saved = f"; saved to {cache}" if cache else ""
     return models, f"trained just now on {cfg.dataset} for {cfg.epochs} epochs ({accs}); no saved weights were found{saved}"
 
