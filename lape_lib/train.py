@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .augment import AugmentConfig, BatchAugment, derive_seed
 from .checkpoint import atomic_write, load_checkpoint, pid_alive, save_checkpoint, save_weights
-from .data import DATASETS, EXPECTED_COUNTS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
+from .data import DATASETS, EXPECTED_COUNTS, QUADRANTS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
 from .graphs import GraphedStep, load_optimizer_state, portable_optimizer_state, set_lr
 from .models import JOINS, VisionTransformer, create_model, describe, list_models, resolve_config, valid_combination
 from .pos_embed import PE_TYPES
@@ -550,21 +550,27 @@ def environment() -> dict[str, Any]:
 
 
 def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | None = None,
-          time_limit_s: float | None = None) -> dict[str, Any]:
+          time_limit_s: float | None = None, checkpoint_every: int = 1) -> dict[str, Any]:
     """Train every arm of ``cfg``; returns the results dict (also written to ``out_dir``).
 
     ``stop_after_epochs`` ends this call after that many epochs; ``time_limit_s`` ends it after
     the last epoch that fits in that many seconds (judged from the epochs so far, so a Colab
     session or a 10-minute job ends on a checkpoint). Run it again to resume.
+    ``checkpoint_every``: write the checkpoint after every N-th epoch; 0 writes one only when
+    the call ends before the run is done (a job whose machine is gone after it, such as a lent
+    GPU's, saves the seconds a large checkpoint costs per epoch; a kill then loses the run).
+    ``results.json`` is rewritten after every epoch either way.
     """
     if stop_after_epochs is not None and stop_after_epochs < 1:
         raise ValueError(f"stop_after_epochs must be at least 1 (or None: run to the end); got {stop_after_epochs}")
     if time_limit_s is not None and not time_limit_s > 0:
         raise ValueError(f"the time limit must be a positive number of seconds (or None: no limit); got {time_limit_s}")
+    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
+        raise ValueError(f"checkpoint_every must be an integer >= 0 (0: only when a call ends early); got {checkpoint_every!r}")
     rank, world, owned = init_distributed(cfg.device)
     lock = lock_run_folder(Path(cfg.out_dir)) if cfg.out_dir is not None and rank == 0 else None
     try:
-        return _train(cfg, resume, stop_after_epochs, rank, world, time_limit_s)
+        return _train(cfg, resume, stop_after_epochs, rank, world, time_limit_s, checkpoint_every)
     finally:
         if lock is not None:
             lock.unlink(missing_ok=True)
@@ -642,7 +648,7 @@ def _out_of_time(started: float, loop_started: float, epochs_done: int, limit_s:
 
 
 def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: int, world: int,
-           time_limit_s: float | None = None) -> dict[str, Any]:
+           time_limit_s: float | None = None, checkpoint_every: int = 1) -> dict[str, Any]:
     started = time.perf_counter()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
@@ -713,12 +719,14 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
             print(f"epoch {epoch + 1}/{cfg.total_epochs} ({seconds:.0f} s): " + ", ".join(
                 f"{a.name} loss {a.history[-1]['train_loss']:.3f}" + (f" acc {a.history[-1]['test_acc']:.1f}%"
                                                                      if "test_acc" in a.history[-1] else "") for a in arms), flush=True)
+        last = epoch + 1 == end_epoch or _out_of_time(started, loop_started, epoch + 1 - start_epoch, time_limit_s, device, world)
         if out is not None and lead:
-            save_checkpoint(out / CHECKPOINT, _snapshot(arms, epoch + 1, wall), cfg.fingerprint())
+            if (checkpoint_every and (epoch + 1) % checkpoint_every == 0) or (last and epoch + 1 < cfg.total_epochs):
+                save_checkpoint(out / CHECKPOINT, _snapshot(arms, epoch + 1, wall), cfg.fingerprint())
             _write_json(out / "results.json", _results(cfg, arms, wall, data, world, done=epoch + 1 == cfg.total_epochs))
         if world > 1:
             torch.distributed.barrier()
-        if _out_of_time(started, loop_started, epoch + 1 - start_epoch, time_limit_s, device, world):
+        if last:
             end_epoch = epoch + 1
             break
     bar.close()
@@ -764,64 +772,86 @@ def _restore(state: dict[str, Any], arms: list[Arm]) -> tuple[int, float]:
     return int(state["epoch"]), float(state["wall_s"])
 
 
+def time_step(cfg: TrainConfig, *, steps: int = 20, warmup: int = 3, num_classes: int = 10) -> dict[str, Any]:
+    """Training images/s of the step ``cfg``'s run takes: its arms (seeds x pes x joins), batch,
+    precision, augmentation, ``compile``/``compile_mode``, ``stack_seeds`` and ``cuda_graph``, on
+    synthetic uint8 data already on the device (so a streamed loader's decoding is not included).
+
+    A figure for choosing parameters, ``estimate_minutes`` and the benchmarks; not a test.
+    """
+    dev = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, dev)
+    _check_cuda_graph(cfg, dev, dtype)
+    arms = build_arms(cfg, num_classes, dev, dtype)
+    seeds = sorted({a.seed for a in arms})
+    aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes, compile=cfg.compile)
+    g = torch.Generator().manual_seed(0)
+    b, size = cfg.batch_size, cfg.img_size
+    x_all = torch.randint(0, 256, (b * 4, 3, size, size), generator=g, dtype=torch.uint8).to(dev)
+    y_all = torch.randint(0, num_classes, (b * 4,), generator=g).to(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    losses: list[dict[str, torch.Tensor]] = []  # read after the timing: no host sync inside it
+
+    def run(n: int, first: int) -> None:
+        for i in range(first, first + n):
+            sl = slice((i % 4) * b, (i % 4 + 1) * b)
+            step_losses = train_step(arms, augment_seeds(aug, {s: (x_all[sl], y_all[sl]) for s in seeds}, 0, i, dev), 0, i)
+            losses.append(step_losses)
+
+    run(warmup, 0)
+    _synchronize(dev)
+    t0 = time.perf_counter()
+    run(steps, warmup)
+    _synchronize(dev)
+    seconds = time.perf_counter() - t0
+    return {
+        "model": cfg.model, "img_size": size, "batch_size": b, "n_models": len(arms), "device": str(dev), "precision": str(dtype),
+        "compile": cfg.compile, "compile_mode": cfg.compile_mode, "stack_seeds": cfg.stack_seeds, "cuda_graph": cfg.cuda_graph,
+        "images_per_s": steps * b * len(arms) / seconds,
+        "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
+        "losses": [{k: float(v) for k, v in row.items()} for row in losses],  # every step's, warm-up included
+    }
+
+
 def measure_throughput(
     model: str = "vit_lite_7_4", *, batch_size: int = 128, steps: int = 20, warmup: int = 3, device: str = "auto",
     precision: str = "auto", compile_model: bool = False, compile_mode: str | None = None,
     augment: AugmentConfig | None = None, n_models: int = 1, model_overrides: dict[str, Any] | None = None,
     img_size: int = 32, num_classes: int = 10, stack_seeds: bool = False, cuda_graph: bool = False,
 ) -> dict[str, Any]:
-    """Training images/s of this trainer's step (augmentation included) on synthetic uint8 data
-    already on the device (so a streamed loader's decoding is not included).
-
-    A figure for choosing parameters and for ``benchmarks/throughput.py``; not a test.
-    """
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
+    """``time_step`` of ``n_models`` seeds of one LaPE model under the recipe's augmentation
+    (or ``augment``), by keywords: the benchmarks' and notebook 00's form."""
     cfg = TrainConfig(model=model, joins=("lape",), seeds=tuple(range(n_models)), model_overrides=model_overrides or {},
-                      augment=augment or AugmentConfig(), compile=compile_model, compile_mode=compile_mode, device=str(dev),
-                      progress=False, img_size=img_size, stack_seeds=stack_seeds, cuda_graph=cuda_graph)
-    _check_cuda_graph(cfg, dev, dtype)
-    arms = build_arms(cfg, num_classes, dev, dtype)
-    aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes, compile=compile_model)
-    g = torch.Generator().manual_seed(0)
-    x_all = torch.randint(0, 256, (batch_size * 4, 3, img_size, img_size), generator=g, dtype=torch.uint8).to(dev)
-    y_all = torch.randint(0, num_classes, (batch_size * 4,), generator=g).to(dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+                      augment=augment or AugmentConfig(), compile=compile_model, compile_mode=compile_mode,
+                      device=str(resolve_device(device)), precision=precision, progress=False, img_size=img_size,
+                      stack_seeds=stack_seeds, cuda_graph=cuda_graph, batch_size=batch_size)
+    return time_step(cfg, steps=steps, warmup=warmup, num_classes=num_classes)
 
-    def run(n: int) -> None:
-        for i in range(n):
-            sl = slice((i % 4) * batch_size, (i % 4 + 1) * batch_size)
-            train_step(arms, augment_seeds(aug, {s: (x_all[sl], y_all[sl]) for s in range(n_models)}, 0, i, dev), 0, i)
 
-    run(warmup)
-    _synchronize(dev)
-    t0 = time.perf_counter()
-    run(steps)
-    _synchronize(dev)
-    seconds = time.perf_counter() - t0
-    return {
-        "model": model, "img_size": img_size, "batch_size": batch_size, "n_models": n_models, "device": str(dev), "precision": str(dtype),
-        "compile": compile_model, "compile_mode": compile_mode, "stack_seeds": stack_seeds, "cuda_graph": cuda_graph, "images_per_s": steps * batch_size * n_models / seconds,
-        "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
-    }
+def num_classes_of(cfg: TrainConfig) -> int:
+    """The classes ``cfg``'s dataset has, without reading it (10 for an ImageFolder tree, whose count
+    only the files tell: it changes only the head's size)."""
+    return {**{name: classes for name, (classes, _, _) in EXPECTED_COUNTS.items()}, "toy": len(QUADRANTS)}.get(cfg.dataset, 10)
 
 
 def estimate_minutes(cfg: TrainConfig, steps: int = 3) -> dict[str, Any]:
-    """Time a few training steps of ``cfg``'s models on this device and project the whole run.
+    """Time a few training steps of ``cfg``'s run on this device and project the whole run.
 
-    Returns the measured images/s (all models together), the projected minutes of training
-    (evaluation and data loading not included) and the numbers behind them. A figure to decide
-    with, printed by notebooks 02 and 04 before they train; the real run may differ by tens of %.
+    The steps timed are the run's own (``time_step``: the same arms, precision, compile mode,
+    stacking and graphs). Returns the measured images/s (all models together), the projected
+    minutes of training (evaluation, data loading and compilation not included) and the numbers
+    behind them. A figure to decide with, printed by notebooks 02 and 04 before they train; the
+    real run may differ by tens of %.
     """
     full = {name: classes * per_class for name, (classes, per_class, _) in EXPECTED_COUNTS.items()}
     n_train = cfg.n_train or {**full, "toy": TOY_SIZES[0]}.get(cfg.dataset, 0)
     if not n_train:
         raise ValueError(f"estimate_minutes needs n_train for dataset {cfg.dataset!r}")
-    arms = len(cfg.arms())
-    speed = measure_throughput(cfg.model, batch_size=cfg.batch_size, steps=steps, warmup=1, device=cfg.device,
-                               precision=cfg.precision, augment=cfg.augment, n_models=arms,
-                               model_overrides=cfg.model_overrides, img_size=cfg.img_size)
+    # A compiled or graphed step settles over its first calls (recompiles, graph warm-up): not timed.
+    warmup = 3 if cfg.compile or cfg.cuda_graph else 1
+    speed = time_step(replace(cfg, out_dir=None, progress=False), steps=steps, warmup=warmup, num_classes=num_classes_of(cfg))
+    arms = speed["n_models"]
     images = (n_train // cfg.batch_size) * cfg.batch_size * cfg.total_epochs * arms
     return {"images_per_s": speed["images_per_s"], "models": arms, "epochs": cfg.total_epochs, "device": speed["device"],
             "precision": speed["precision"], "minutes": images / speed["images_per_s"] / 60}
@@ -905,6 +935,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after-epochs", type=int, default=None, help="end this call after N epochs (resume later)")
     p.add_argument("--time-limit-minutes", type=float, default=None,
                    help="end this call after the last epoch that fits in this time (resume later)")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="write the checkpoint every N epochs; 0: only when this call ends before the run is done (default 1)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -933,7 +965,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"error: --time-limit-minutes must be a positive number of minutes; got {limit:g}")
     try:
         cfg = TrainConfig.recipe(args["recipe"], **kwargs)
-        results = train(cfg, stop_after_epochs=args["stop_after_epochs"], time_limit_s=None if limit is None else 60 * limit)
+        results = train(cfg, stop_after_epochs=args["stop_after_epochs"], time_limit_s=None if limit is None else 60 * limit,
+                        checkpoint_every=args["checkpoint_every"])
     except (ValueError, NonFiniteLossError, DataError) as err:  # CheckpointMismatchError is a ValueError
         raise SystemExit(f"error: {err}") from None
     except torch.cuda.OutOfMemoryError:

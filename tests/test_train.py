@@ -344,3 +344,30 @@ def test_without_a_progress_bar_each_epoch_prints_one_line(monkeypatch: pytest.M
     n = cfg.total_epochs  # epochs + cooldown
     assert [line.split(" (")[0] for line in lines] == [f"epoch {e}/{n}" for e in range(1, n + 1)]
     assert re.search(r"learnable-add-s0 loss \d+\.\d{3} acc \d+\.\d%, learnable-lape-s0 loss", lines[-1])
+
+
+def test_checkpoint_every_zero_writes_one_only_when_a_call_ends_early(tmp_path: Path) -> None:
+    whole = train(tiny(out_dir=str(tmp_path / "whole")), checkpoint_every=0)
+    assert whole["done"] and not (tmp_path / "whole" / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "whole" / "results.json").read_text())["done"] is True
+    first = train(tiny(out_dir=str(tmp_path / "cut")), stop_after_epochs=2, checkpoint_every=0)
+    assert not first["done"] and (tmp_path / "cut" / "checkpoint.pt").exists()  # stopped early: resumable
+    resumed = train(tiny(out_dir=str(tmp_path / "cut")), checkpoint_every=0)
+    assert resumed["done"] and len(resumed["arms"]["learnable-lape-s0"]["history"]) == 4
+    with pytest.raises(ValueError, match=r"checkpoint_every must be an integer >= 0 .*got -1"):
+        train(tiny(out_dir=str(tmp_path / "bad")), checkpoint_every=-1)
+
+
+def test_the_estimate_times_the_runs_own_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lape_lib.train as trainer
+
+    seen: list[TrainConfig] = []
+    real = trainer.build_arms
+    monkeypatch.setattr(trainer, "build_arms", lambda cfg, *a, **k: seen.append(cfg) or real(cfg, *a, **k))
+    cfg = tiny(joins=("add", "lape"), seeds=(0, 1), stack_seeds=True, n_train=64)
+    est = trainer.estimate_minutes(cfg, steps=1)
+    assert est["models"] == 4 and len(seen) == 1
+    timed = seen[0]
+    assert (timed.stack_seeds, timed.compile, timed.cuda_graph, timed.precision, timed.model_overrides, timed.augment) == (
+        cfg.stack_seeds, cfg.compile, cfg.cuda_graph, cfg.precision, cfg.model_overrides, cfg.augment)
+    assert timed.arms() == cfg.arms() and timed.batch_size == cfg.batch_size
