@@ -250,14 +250,21 @@ def plot_paired_differences(rows: Sequence[Mapping[str, Any]]) -> Figure:
 
 def plot_factors(row: Mapping[str, Any]) -> Figure:
     """The factor steps of one :func:`lape_lib.report.compare_arms` row: per-seed differences
-    (dots) and their mean with its 95 % interval (bar), one column per step, the total last."""
-    steps = [*row["factors"], *([{**row["total"], "factor": "total"}] if row.get("total") else [])]
+    (dots) and their mean with its 95 % interval (bar), one column per step: the steps that add up
+    to the total, the total, then (grey, after a dashed line) the side comparisons, which are not
+    terms of that sum."""
+    chain = [f for f in row["factors"] if f.get("kind") != "side"]
+    side = [f for f in row["factors"] if f.get("kind") == "side"]
+    steps = [*chain, *([{**row["total"], "factor": "total"}] if row.get("total") else []), *side]
     fig, ax = plt.subplots(figsize=(2.2 + 1.25 * len(steps), 3.6))
     for i, d in enumerate(steps):
-        colour = "C3" if d["factor"] == "total" else "C0"
+        colour = "C3" if d["factor"] == "total" else "0.5" if d in side else "C0"
         _seeds_and_interval(ax, i, d, i == 0, colour=colour, alpha=0.5, spread=0.06, offset=0.25)
+    if side:
+        ax.axvline(len(steps) - len(side) - 0.5, color="0.5", ls="--", lw=0.8)
     ax.axhline(0, color="0.3", lw=0.8)
-    ax.set_xticks(range(len(steps)), [f"{d['factor']}\n{d['to']}\n− {d['from']}" for d in steps], fontsize=7)
+    ax.set_xticks(range(len(steps)), [f"{d['factor']}\n{d['to']}\n− {d['from']}" + ("\n(side)" if d in side else "")
+                                      for d in steps], fontsize=7)
     ax.set_ylabel("difference (top-1 points)")
     ax.set_title(f"{row['model']}, {row['dataset']}, {row['epochs']} ep, {len(steps[0]['per_seed'])} seeds", fontsize=9)
     ax.grid(axis="y", alpha=0.3)

@@ -210,14 +210,34 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
     return out
 
 
-# The steps from ``add`` to ``lape``, each adding one thing (their differences add up to lape − add):
-# (name, arm it starts from, arm it ends at, what the step adds).
-FACTORS: tuple[tuple[str, str, str, str], ...] = (
-    ("normalization", "add", "add_norm", "P through a LayerNorm of its own (scale set by the norm, learnable gain), once, into the stream"),
-    ("out of stream", "add_norm", "lape_shared", "P kept out of the residual stream, handed to every layer's attention"),
-    ("per layer", "lape_shared", "lape", "a PE LayerNorm per layer, chained (LaPE)"),
-    ("per layer (parallel)", "lape_shared", "lape_parallel", "a PE LayerNorm per layer, each on the raw P"),
+# The steps from ``add`` to ``lape``: (name, arm it starts from, arm it ends at, what it changes, kind).
+# The "chain" steps add up to lape − add, seed by seed; a "side" comparison starts from an arm of the
+# chain but is not one of its terms (it is an alternative to a step, or changes only the init).
+# No step changes exactly one thing: out of stream also hands P to every layer instead of the
+# first and takes it out of every LayerNorm's σ; init scale also changes how fast Adam moves P
+# relative to its size (its updates do not scale with P).
+FACTORS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("normalization", "add", "add_norm", "P through a LayerNorm of its own (scale set by the norm, learnable gain), once, into the stream", "chain"),
+    ("out of stream", "add_norm", "lape_shared", "P kept out of the residual stream, handed to every layer's attention", "chain"),
+    ("per layer", "lape_shared", "lape", "a PE LayerNorm per layer, chained (LaPE)", "chain"),
+    ("per layer (parallel)", "lape_shared", "lape_parallel", "a PE LayerNorm per layer, each on the raw P (instead of per layer)", "side"),
 )
+ALPHA = 0.05  # the verdicts' significance level, after Holm's correction over a row's factor steps
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (None stays None and is not counted in the family).
+
+    The k-th smallest of m p-values is multiplied by m − k + 1, then made non-decreasing; an
+    adjusted p below α rejects with a family-wise error rate of at most α.
+    """
+    known = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for k, (p, i) in enumerate(known):
+        running = max(running, min(1.0, (len(known) - k) * p))
+        out[i] = running
+    return out
 
 
 def _pair(acc: Mapping[str, Mapping[int, float]], start: str, end: str) -> dict[str, Any] | None:
@@ -237,9 +257,10 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str = "lape",
 
     Each row holds, for one (dataset, model, pe, setting): ``arms`` (label -> mean ± std over
     seeds), ``against_reference`` (label -> reference − arm, paired by seed, with a 95 % interval
-    and p-value), and ``factors``: the steps of ``FACTORS`` that the run's arms allow, plus one
-    ``scale`` step per ``add@STD`` arm (add@STD − add: the init scale alone). Pooling and
-    refusals are as in :func:`compare`.
+    and p-value), and ``factors``: the steps of ``FACTORS`` that the run's arms allow, then one
+    side comparison per ``add@STD`` arm (add@STD − add: the init scale alone), each with its
+    p-value and ``p_holm``, Holm-corrected over the row's steps. Pooling and refusals are as in
+    :func:`compare`.
     """
     _require(runs, reference=reference)
     out = []
@@ -248,10 +269,12 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str = "lape",
         if reference not in acc:  # a setting trained without it
             continue
         against = {label: _pair(acc, label, reference) for label in acc if label != reference}
-        factors = [{"factor": f"init scale {label.partition('@')[2]}", "adds": f"a learnable P initialized at std {label.partition('@')[2]}",
-                    **pair} for label in sorted(acc) if label.startswith("add@") and (pair := _pair(acc, "add", label))]
-        factors += [{"factor": name, "adds": adds, **pair} for name, start, end, adds in FACTORS
-                    if (pair := _pair(acc, start, end))]
+        factors = [{"factor": name, "adds": adds, "kind": kind, **pair} for name, start, end, adds, kind in FACTORS
+                   if (pair := _pair(acc, start, end))]
+        factors += [{"factor": f"init scale {label.partition('@')[2]}", "adds": f"a learnable P initialized at std {label.partition('@')[2]}",
+                     "kind": "side", **pair} for label in sorted(acc) if label.startswith("add@") and (pair := _pair(acc, "add", label))]
+        for f, adjusted in zip(factors, holm([f["p_value"] for f in factors])):
+            f["p_holm"] = adjusted
         out.append({**_group_fields(key, g), "reference": reference,
                     "arms": {label: _describe(list(by_seed.values())) for label, by_seed in acc.items()},
                     "per_seed": {label: dict(sorted(by_seed.items())) for label, by_seed in acc.items()},
@@ -279,11 +302,16 @@ def arms_table(row: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _p_holm(d: Mapping[str, Any]) -> str:
+    return f"{d['p_holm']:.3f}" if d.get("p_holm") is not None else "–"
+
+
 def factors_table(row: Mapping[str, Any]) -> str:
-    """The factor steps: what each adds, and its paired difference (95 % CI, p)."""
-    lines = ["| step | arms | adds | difference (95 % CI) | p |", "|---|---|---|---|---|"]
+    """The factor steps: what each changes, its paired difference (95 % CI), p and Holm's p."""
+    lines = ["| step | kind | arms | changes | difference (95 % CI) | p | p, Holm |", "|---|---|---|---|---|---|---|"]
     for f in row["factors"]:
-        lines.append(f"| {f['factor']} | {f['to']} − {f['from']} | {f['adds']} | {_ci(f)} | {_p(f)} |")
+        kind = "side comparison" if f.get("kind") == "side" else "step of lape − add"
+        lines.append(f"| {f['factor']} | {kind} | {f['to']} − {f['from']} | {f['adds']} | {_ci(f)} | {_p(f)} | {_p_holm(f)} |")
     return "\n".join(lines)
 
 
@@ -292,8 +320,21 @@ def _clear(d: Mapping[str, Any]) -> bool | None:
     return None if d.get("ci") is None else (d["ci"][0] > 0 or d["ci"][1] < 0)
 
 
+def _bound(d: Mapping[str, Any]) -> float:
+    """The largest effect, either way, that a difference's 95 % interval still allows."""
+    return max(abs(d["ci"][0]), abs(d["ci"][1]))
+
+
+def _name(f: Mapping[str, Any]) -> str:
+    """A step as the verdict names it, with its interval and its p-value before → after the correction."""
+    p = f"p {_p(f)} → {_p_holm(f)}" if f.get("p_value") is not None else "no p-value: every seed moved by the same amount"
+    return f"{f['factor']} ({f['to']} − {f['from']} {_ci(f)}" + (", a side comparison" if f.get("kind") == "side" else "") + f", {p})"
+
+
 def factors_verdict(row: Mapping[str, Any]) -> str:
-    """Which factor steps carry a difference (interval excluding zero), or that the data can't tell."""
+    """Which factor steps carry a difference after Holm's correction over the row's steps, which
+    only before it, which the data cannot tell from zero (and how large an effect their
+    intervals still allow), and what is left of ``reference`` against each ``add@STD`` arm."""
     where = _where(row)
     total, factors = row.get("total"), row["factors"]
     if not factors:
@@ -303,24 +344,37 @@ def factors_verdict(row: Mapping[str, Any]) -> str:
     said = [f"{where}"]
     if total:
         said.append(f": {row['reference']} − add = {_ci(total)} over {total['n']} paired seeds")
-    clear = [f for f in factors if _clear(f)]
-    if clear:
-        parts = ", ".join(f"{f['factor']} ({f['to']} − {f['from']} {_ci(f)})" for f in clear)
-        said.append(f". Steps whose 95 % interval excludes zero: {parts}")
+    corrected = [f for f in factors if f.get("p_holm") is not None and f["p_holm"] < ALPHA]
+    raw_only = [f for f in factors if _clear(f) and f not in corrected]
+    unclear = [f for f in factors if not _clear(f)]
+    tested = sum(f.get("p_value") is not None for f in factors)  # a step with no spread has no p: not in the family
+    family = f"Holm's correction over the {tested} steps with a p-value"
+    allowed = "; ".join(f"{f['factor']} (" + ("the same on every seed" if _bound(f) == 0 else
+                                            f"its interval allows effects up to ±{_bound(f):.2f}") + ")" for f in unclear)
+    if not corrected and not raw_only:
+        said.append(". No step's 95 % interval excludes zero: at this number of seeds the data can't tell which factor "
+                    f"carries the difference ({allowed})")
     else:
-        said.append(". No step's 95 % interval excludes zero: at this number of seeds the data can't tell which factor carries the difference")
-    unclear = [f["factor"] for f in factors if not _clear(f)]
-    if clear and unclear:
-        said.append(f"; not distinguishable from zero: {', '.join(unclear)}")
+        said.append(f". Steps that carry a difference after {family} (p < {ALPHA}): "
+                    + ("; ".join(_name(f) for f in corrected) or "none"))
+        if raw_only:
+            said.append(". Significant before the correction only (95 % interval excludes zero): "
+                        + "; ".join(_name(f) for f in raw_only))
+        if unclear:
+            said.append(f". Not distinguishable from zero: {allowed}")
     for label, d in sorted(row["against_reference"].items()):
         if label.startswith("add@") and d and total:
+            ref = row["reference"]
             if d["ci"] is None:
                 closes = "too few seeds to say whether the PE's init scale alone closes the gap"
-            elif d["ci"][0] <= 0:
-                closes = "with the PE's init scale alone changed, no gap distinguishable from zero remains"
+            elif d["ci"][0] > 0:
+                closes = f"a gap remains when only the PE's init scale is changed ({ref} ahead)"
+            elif d["ci"][1] < 0:
+                closes = f"{label} is ahead of {ref}: changing only the PE's init scale does more than {ref} here"
             else:
-                closes = "a gap remains when only the PE's init scale is changed"
-            said.append(f". Against {label}, {row['reference']} − {label} = {_ci(d)}: {closes}")
+                closes = (f"with the PE's init scale alone changed, no gap is distinguishable from zero "
+                          f"(the interval allows up to ±{_bound(d):.2f} either way)")
+            said.append(f". Against {label}, {ref} − {label} = {_ci(d)}: {closes}")
     return "".join(said) + "."
 
 
@@ -354,13 +408,15 @@ def verdict(row: Mapping[str, Any]) -> str:
     if d is None or d["ci"] is None:
         return f"{row['model']} ({row['pe']}): too few paired seeds for an interval."
     lo, hi = d["ci"]
+    b, t = row["baseline"], row["treatment"]
+    interval = f"{t} − {b} = {d['mean']:+.2f} points, 95 % CI {lo:+.2f} to {hi:+.2f}, {d['n']} paired seeds"
     if lo > 0:
-        said = f"LaPE is better by {d['mean']:+.2f} points (95 % CI {lo:+.2f} to {hi:+.2f}, {d['n']} paired seeds)"
+        said = f"{t} is better than {b} by {d['mean']:.2f} points ({interval})"
     elif hi < 0:
-        said = f"LaPE is worse by {d['mean']:+.2f} points (95 % CI {lo:+.2f} to {hi:+.2f}, {d['n']} paired seeds)"
+        said = f"{t} is worse than {b} by {-d['mean']:.2f} points ({interval})"
     else:
-        said = (f"the difference, {d['mean']:+.2f} points (95 % CI {lo:+.2f} to {hi:+.2f}, {d['n']} paired seeds), "
-                "is not distinguishable from zero")
+        said = (f"no difference between {t} and {b} is distinguishable from zero ({interval}): "
+                f"not detected at ±{max(abs(lo), abs(hi)):.2f} points")
     pub = row["published"]
     if pub:
         inside = lo <= pub["difference"] <= hi

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lape_lib.report import (PUBLISHED, arms_table, compare, compare_arms, factors_table, factors_verdict, load_results, main,
-                             markdown_table, paired_difference, verdict)
+from lape_lib.report import (PUBLISHED, arms_table, compare, compare_arms, factors_table, factors_verdict, holm, load_results,
+                             main, markdown_table, paired_difference, verdict)
 from lape_lib.train import train
 from test_train import tiny
 
@@ -159,18 +159,23 @@ def test_compare_arms_every_arm_against_the_reference_and_the_factor_steps(runs:
     against = row["against_reference"]
     assert "lape" not in against and against["add"]["per_seed"] == pytest.approx([3.0, 1.4, 2.9])  # lape − add
     steps = {f["factor"]: f for f in row["factors"]}
-    assert list(steps) == ["init scale 1.0", "normalization", "out of stream", "per layer", "per layer (parallel)"]
+    assert list(steps) == ["normalization", "out of stream", "per layer", "per layer (parallel)", "init scale 1.0"]
+    assert [steps[n]["kind"] for n in steps] == ["chain", "chain", "chain", "side", "side"]
     assert steps["normalization"]["per_seed"] == pytest.approx([2.0, 2.0, 2.0]) and steps["normalization"]["p_value"] is None  # no spread
     assert steps["init scale 1.0"]["per_seed"] == pytest.approx([1.5, 2.0, 1.6])
     chain = ("normalization", "out of stream", "per layer")  # the steps add up to lape − add, seed by seed
     for s in range(3):
         assert sum(steps[n]["per_seed"][s] for n in chain) == pytest.approx(row["total"]["per_seed"][s])
     text = factors_verdict(row)
-    assert "init scale 1.0 (add@1.0 − add +1.70 [" in text and "not distinguishable from zero: normalization" not in text
-    assert "not distinguishable from zero: out of stream, per layer, per layer (parallel)" in text
-    assert "Against add@1.0, lape − add@1.0 = +0.73 [" in text and "no gap distinguishable from zero remains" in text
+    # Holm over the 4 steps with a p-value (normalization's differences have no spread, so no p)
+    assert steps["init scale 1.0"]["p_holm"] == pytest.approx(min(1.0, 4 * steps["init scale 1.0"]["p_value"]))
+    assert "init scale 1.0 (add@1.0 − add +1.70 [" in text and ", a side comparison" in text
+    assert "Not distinguishable from zero: out of stream (its interval allows effects up to ±" in text
+    assert "Against add@1.0, lape − add@1.0 = +0.73 [" in text and "no gap is distinguishable from zero" in text
     assert "| add@1.0 | 3 | 32.70 ± 1.08 | +0.73 [" in arms_table(row)
-    assert "| out of stream | lape_shared − add_norm |" in factors_table(row)
+    table = factors_table(row)
+    assert "| out of stream | step of lape − add | lape_shared − add_norm |" in table
+    assert "| init scale 1.0 | side comparison | add@1.0 − add |" in table and "| p, Holm |" in table
 
 
 def test_compare_arms_says_when_the_data_cannot_tell(runs: list[dict]) -> None:
@@ -190,10 +195,10 @@ def test_cli_prints_the_multi_arm_table_and_factor_figure(runs: list[dict], tmp_
     path.write_text(json.dumps(controls_run(runs[0], CONTROLS)))
     main([str(path), "--out", str(tmp_path / "s.json"), "--figures", str(tmp_path / "fig" / "c"), "--baseline", "add@1.0"])
     out = capsys.readouterr().out
-    assert "every arm against lape" in out and "| lape_parallel | 3 |" in out and "| per layer | lape − lape_shared |" in out
+    assert "every arm against lape" in out and "| lape_parallel | 3 |" in out and "| per layer | step of lape − add | lape − lape_shared |" in out
     assert "| toy | vit_lite_7_4 (depth=1, dim=32, num_heads=2) | learnable |" in out  # the add@1.0 -> lape pair table
     saved = json.loads((tmp_path / "s.json").read_text())
-    assert saved["arms"][0]["factors"][0]["factor"] == "init scale 1.0" and len(saved["factor_verdicts"]) == 1
+    assert saved["arms"][0]["factors"][-1]["factor"] == "init scale 1.0" and len(saved["factor_verdicts"]) == 1
     assert saved["rows"][0]["baseline"] == "add@1.0" and saved["rows"][0]["difference"]["mean"] == pytest.approx(33.433333 - 32.7, abs=1e-4)
     assert (tmp_path / "fig" / "c-factors.png").is_file()
 
@@ -224,3 +229,44 @@ def test_impossible_accuracies_are_refused(value: float, runs: list[dict], tmp_p
 def test_an_unknown_baseline_names_the_arms(runs: list[dict]) -> None:
     with pytest.raises(SystemExit, match=r"baseline arm 'addd' is in none of the runs; their arms are \['add', 'lape'\]"):
         main([runs[0]["path"], "--baseline", "addd"])
+
+
+def test_holm_adjusts_like_the_textbook() -> None:
+    # The committed toy study's two significant steps (p 0.018, 0.030) among five: 0.09 and 0.12 after Holm.
+    assert holm([0.018, 0.5, 0.030, 0.2, 0.9]) == pytest.approx([0.09, 1.0, 0.12, 0.6, 1.0])
+    assert holm([0.04, None, 0.01]) == [pytest.approx(0.04), None, pytest.approx(0.02)]  # None is not in the family
+    assert holm([0.01, 0.011]) == pytest.approx([0.02, 0.02]) and holm([]) == []  # made non-decreasing
+
+
+@pytest.mark.parametrize(("lape", "needle"), [
+    ([31.0, 32.2, 33.1], "lape is better than add by 1.10 points (lape − add = +1.10 points, 95 % CI"),
+    ([28.9, 29.8, 30.8], "lape is worse than add by 1.17 points (lape − add = -1.17 points, 95 % CI"),
+    ([30.5, 31.8, 31.6], "no difference between lape and add is distinguishable from zero (lape − add = +0.30 points"),
+])
+def test_verdict_for_every_sign_of_the_interval(runs: list[dict], lape: list[float], needle: str) -> None:
+    (row,) = compare([controls_run(runs[0], {"add": [30.0, 31.0, 32.0], "lape": lape})])
+    text = verdict(row)
+    assert needle in text and "by -" not in text
+    if "distinguishable" in text:
+        assert re.search(r"not detected at ±\d+\.\d\d points", text)
+
+
+def test_factor_verdict_for_every_sign_and_the_correction(runs: list[dict]) -> None:
+    # add@1.0 clearly ahead of lape: said so, not "no gap remains".
+    ahead = {**CONTROLS, "add@1.0": [34.0, 33.5, 36.0]}
+    (row,) = compare_arms([controls_run(runs[0], ahead)])
+    assert row["against_reference"]["add@1.0"]["ci"][1] < 0
+    assert "add@1.0 is ahead of lape: changing only the PE's init scale does more than lape here" in factors_verdict(row)
+    # lape clearly ahead of add@1.0: a gap remains.
+    behind = {**CONTROLS, "add@1.0": [30.5, 30.6, 32.8]}
+    (row,) = compare_arms([controls_run(runs[0], behind)])
+    assert "a gap remains when only the PE's init scale is changed (lape ahead)" in factors_verdict(row)
+    # A step whose interval excludes zero but whose p does not survive Holm's correction is said to be so.
+    marginal = {"add": [30.0, 31.0, 32.0, 33.0], "add_norm": [31.0, 31.2, 32.9, 33.5], "lape_shared": [31.3, 30.7, 33.1, 33.4],
+                "lape": [31.1, 31.1, 33.2, 33.0], "add@1.0": [30.1, 31.1, 31.9, 33.2]}
+    (row,) = compare_arms([controls_run(runs[0], marginal)])
+    steps = {f["factor"]: f for f in row["factors"]}
+    norm = steps["normalization"]
+    assert norm["ci"][0] > 0 and norm["p_value"] < 0.05 <= norm["p_holm"]
+    text = factors_verdict(row)
+    assert "Significant before the correction only (95 % interval excludes zero): normalization (add_norm − add" in text
