@@ -309,3 +309,17 @@ def show_patch_grid(image: torch.Tensor, patch_size: int = 4, mark: int | None =
     ax.set_title(f"{h // patch_size}x{cols} patches of {patch_size}x{patch_size} pixels: one token each", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def diagram(name: str = "add_vs_lape") -> Any:
+    """A diagram shipped with the package (``lape_lib/assets/<name>.svg``), for ``display``: it shows
+    in an executed copy of a notebook and on Colab, where a relative link to the repository does not."""
+    from importlib.resources import files
+
+    from IPython.display import SVG
+
+    path = files("lape_lib") / "assets" / f"{name}.svg"
+    if not path.is_file():
+        known = sorted(p.name.removesuffix(".svg") for p in (files("lape_lib") / "assets").iterdir() if p.name.endswith(".svg"))
+        raise ValueError(f"no diagram {name!r}; the package has {known}")
+    return SVG(data=path.read_text())

@@ -25,9 +25,9 @@ import pytest
 from lape_lib.workbook import NOTEBOOK_DIR, NOTEBOOKS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# The figures each notebook shows in smoke mode (static figures; 03's explorer renders one more).
+# The figures each notebook shows in smoke mode (static figures and 01's diagram; 03's explorer renders one more).
 EXPECTED_IMAGES = {
-    "00_setup.ipynb": 2, "01_affine_argument.ipynb": 2, "02_train_vitlite_cifar.ipynb": 1,
+    "00_setup.ipynb": 2, "01_affine_argument.ipynb": 3, "02_train_vitlite_cifar.ipynb": 1,
     "03_per_layer_pe.ipynb": 3, "04_pe_types_and_joins.ipynb": 2,
 }
 TOKEN = "lape-browser-test"
@@ -57,7 +57,6 @@ def lab(lab_root: Path) -> Iterator[str]:
     root = lab_root
     shutil.copytree(NOTEBOOK_DIR, root / "notebooks")
     settings = root / "settings"
-    shutil.copytree(NOTEBOOK_DIR.parent / "docs" / "figures", root / "docs" / "figures")  # 01 shows one of them
     # Render every cell (JupyterLab 4 renders only what is on screen by default) and ask nothing:
     # without autoStartDefaultKernel, Lab sometimes asks "Select Kernel" on opening a notebook and
     # Run All then waits on that dialog forever (a CI run timed out so).

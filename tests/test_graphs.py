@@ -1,6 +1,6 @@
 """lape_lib.graphs on the CPU: undoing the capture's warm-up, the optimizer-state plumbing, refusals.
 
-The capture itself needs a GPU; ``bash scripts/gpu_session.sh bench`` measures it there.
+The capture itself needs a GPU; the GPU agenda (``bash scripts/gpu_session.sh agenda``) checks it there against eager.
 """
 
 from __future__ import annotations
