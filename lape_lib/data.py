@@ -214,11 +214,11 @@ def check_counts(name: str, data: ImageData, where: str) -> None:
 
 
 def _load_source(name: str, kind: str, path: Path, cache: bool) -> ImageData:
-    key = _source_key(kind, path)
+    key = _source_key(name, kind, path)
     cached = cache_dir() / f"{name}-{kind}-{key[:16]}.safetensors"
     if cache and cached.is_file():
         try:
-            data = _read_cache(cached, name, f"{_describe(kind, path)} (cached in {cached})")
+            data = _read_cache(cached, name, f"{_describe(name, kind, path)} (cached in {cached})")
             check_counts(name, data, str(cached))
             return data
         except Exception as err:  # a truncated or edited cache is rebuilt, never trusted
@@ -235,23 +235,23 @@ def _load_source(name: str, kind: str, path: Path, cache: bool) -> ImageData:
         arrays, classes = hub.read(name, path)
     else:
         arrays, classes = _read_imagefolder(path) if kind == "imagefolder" else _read_archive(path)
-    data = ImageData(*arrays, classes=classes, mean=MEAN_STD[name][0], std=MEAN_STD[name][1], source=_describe(kind, path))
+    data = ImageData(*arrays, classes=classes, mean=MEAN_STD[name][0], std=MEAN_STD[name][1], source=_describe(name, kind, path))
     check_counts(name, data, str(path))
     if cache:
         _write_cache(cached, data)
     return data
 
 
-def _describe(kind: str, path: Path) -> str:
+def _describe(name: str, kind: str, path: Path) -> str:
     if kind == "hub":
         from . import hub
 
-        info = hub.marker(path)
+        info = hub.marker(path, name)
         return f"hub:{info['repo']}@{info['revision']} ({path})"
     return f"{kind}:{path}"
 
 
-def _source_key(kind: str, path: Path) -> str:
+def _source_key(name: str, kind: str, path: Path) -> str:
     if kind == "archive":
         digest = sha256_file(path)
         expected = KNOWN_SHA256.get(path.name)
@@ -268,7 +268,7 @@ def _source_key(kind: str, path: Path) -> str:
     if kind == "hub":
         from . import hub
 
-        info = hub.marker(path)
+        info = hub.marker(path, name)  # checked as a whole: every file read is hashed
         for f, expected in info["sha256"].items():
             digest = sha256_file(path / f) if (path / f).is_file() else "missing"
             if digest != expected:

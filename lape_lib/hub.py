@@ -89,8 +89,44 @@ def fetch(name: str, root: Path) -> Path:
     return folder
 
 
-def marker(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / MARKER).read_text())
+_HEX40, _HEX64 = re.compile(r"^[0-9a-f]{40}$"), re.compile(r"^[0-9a-f]{64}$")
+
+
+def marker(folder: Path, name: str) -> dict[str, Any]:
+    """``hub.json`` of a fetched folder, checked as a whole before anything trusts it: the
+    repository is ``name``'s, the revision a full commit, every file the splits name lies inside
+    the folder and has a sha256, and no sha256 names a file the splits do not read. Refused with
+    a DataError naming the file and what is wrong (a copy edited by hand is not a download)."""
+    path = folder / MARKER
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} cannot be read ({err}); delete {folder} and download again") from None
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{path} {what}; it was not written by a finished download. Delete {folder} and download again.")
+
+    if not isinstance(info, dict):
+        raise bad(f"holds a {type(info).__name__}, not the download's record")
+    if info.get("repo") != HUB_REPOS[name]:
+        raise bad(f"names the repository {info.get('repo')!r}; {name} comes from {HUB_REPOS[name]!r}")
+    if not isinstance(info.get("revision"), str) or not _HEX40.match(info["revision"]):
+        raise bad(f"names the revision {info.get('revision')!r}; a download records the full 40-hex commit it read")
+    splits, digests = info.get("splits"), info.get("sha256")
+    if not isinstance(splits, dict) or set(splits) != {"train", "test"} or not all(
+            isinstance(files, list) and files and all(isinstance(f, str) for f in files) for files in splits.values()):
+        raise bad(f"has splits {splits!r}; expected lists of files under 'train' and 'test'")
+    if not isinstance(digests, dict) or not all(isinstance(d, str) and _HEX64.match(d) for d in digests.values()):
+        raise bad("has no sha256 table of 64-hex digests")
+    read = [f for files in splits.values() for f in files]
+    for f in read:
+        inside = (folder / f).resolve().is_relative_to(folder.resolve())
+        if Path(f).is_absolute() or not inside or not _SHARD.search(f):
+            raise bad(f"names the file {f!r}, which is not a train-/test- parquet shard inside the folder")
+    if set(read) != set(digests):
+        unhashed, extra = sorted(set(read) - set(digests)), sorted(set(digests) - set(read))
+        raise bad(f"does not hash every file it reads (without a sha256: {unhashed}; hashed but not read: {extra})")
+    return info
 
 
 def _column(names: list[str], wanted: tuple[str, ...], what: str, where: Path) -> str:
@@ -117,9 +153,10 @@ Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 def read(name: str, folder: Path) -> tuple[Arrays, tuple[str, ...]]:
     """Decode a fetched folder: ((train_x, train_y, test_x, test_y), classes). The caller checks the
     sha256s first (``data._source_key``) and the counts after."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    info = marker(folder)
+    info = marker(folder, name)
     arrays: list[torch.Tensor] = []
     classes: tuple[str, ...] = ()
     for split in ("train", "test"):
@@ -129,6 +166,9 @@ def read(name: str, folder: Path) -> tuple[Arrays, tuple[str, ...]]:
             schema = pq.read_schema(path)
             image = _column(schema.names, IMAGE_COLUMNS, "image", path)
             label = _column(schema.names, LABEL_COLUMNS[name], "label", path)
+            label_type = schema.field(label).type
+            if not pa.types.is_integer(label_type):  # a float label would be truncated to a class silently
+                raise HubError(f"{path}: the {label!r} column holds {label_type}, not integer class indices")
             classes = classes or _class_names(schema.metadata, label, name, path)
             table = pq.read_table(path, columns=[image, label])
             cells = table.column(image).to_pylist()

@@ -278,3 +278,55 @@ def test_the_command_line_fetches_and_says_where_from(tmp_path: Path, monkeypatc
     assert f"from hub:uoft-cs/cifar10@{COMMIT}" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: no cifar100 found"):
         data_module.main(["cifar100", "--root", str(tmp_path / "data")])
+
+
+def _edit(marker: dict, how: str) -> dict | str:
+    shard = "plain_text/test-00000-of-00001.parquet"
+    if how == "no sha256":
+        return {**marker, "sha256": {}}
+    if how == "one sha256 missing":
+        return {**marker, "sha256": {k: v for k, v in marker["sha256"].items() if k != shard}}
+    if how == "outside the folder":
+        return {**marker, "splits": {**marker["splits"], "test": ["../../test-00000-of-00001.parquet"]},
+                "sha256": {**marker["sha256"], "../../test-00000-of-00001.parquet": "0" * 64}}
+    if how == "another repository":
+        return {**marker, "repo": "someone/cifar10"}
+    if how == "a branch, not a commit":
+        return {**marker, "revision": "main"}
+    if how == "a hash of a file not read":
+        return {**marker, "sha256": {**marker["sha256"], "plain_text/extra.parquet": "0" * 64}}
+    return "{not json"
+
+
+@pytest.mark.parametrize(("how", "needle"), [
+    ("no sha256", r"does not hash every file it reads \(without a sha256: \['plain_text/test-00000-of-00001.parquet', 'plain_text/train"),
+    ("one sha256 missing", r"without a sha256: \['plain_text/test-00000-of-00001.parquet'\]"),
+    ("outside the folder", r"names the file '\.\./\.\./test-00000-of-00001.parquet', which is not a train-/test- parquet shard inside"),
+    ("another repository", r"names the repository 'someone/cifar10'; cifar10 comes from 'uoft-cs/cifar10'"),
+    ("a branch, not a commit", r"names the revision 'main'; a download records the full 40-hex commit"),
+    ("a hash of a file not read", r"hashed but not read: \['plain_text/extra.parquet'\]"),
+    ("not json", r"hub.json cannot be read"),
+])
+def test_an_edited_hub_json_is_refused_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, needle: str) -> None:
+    """#21: a hub.json listing fewer hashes than files read (the labels of an unhashed file could be
+    anything), a path out of the folder, or edited provenance is refused, naming what is wrong."""
+    make_repo(tmp_path / "repo")
+    FakeHub(tmp_path / "repo", monkeypatch)
+    load_cifar("cifar10", tmp_path / "data", download=True, cache=False)
+    path = tmp_path / "data" / "cifar10-hf" / hub.MARKER
+    edited = _edit(json.loads(path.read_text()), how)
+    path.write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    with pytest.raises(DataError, match=needle):
+        load_cifar("cifar10", tmp_path / "data")
+
+
+def test_float_labels_are_refused_not_truncated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_repo(tmp_path / "repo")
+    shard = tmp_path / "repo" / "plain_text" / "test-00000-of-00001.parquet"
+    table = pq.read_table(shard)
+    labels = table.column("label").to_pylist()
+    pq.write_table(table.set_column(1, "label", pa.array([v + 0.7 for v in labels], type=pa.float64())), shard)
+    FakeHub(tmp_path / "repo", monkeypatch)
+    no_torchvision(monkeypatch)
+    with pytest.raises(DataError, match=r"the 'label' column holds double, not integer class indices"):
+        load_cifar("cifar10", tmp_path / "data", download=True)
