@@ -69,25 +69,37 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _tensors(obj: Any, prefix: str = ""):
-    """Every tensor in nested dicts/lists, with its path, in a fixed order."""
-    if isinstance(obj, torch.Tensor):
-        yield prefix, obj
-    elif isinstance(obj, dict):
+def _leaves(obj: Any, prefix: str = ""):
+    """Every leaf (tensor or plain value) in nested dicts/lists, with its path, in a fixed order."""
+    if isinstance(obj, dict):
         for key in sorted(obj, key=str):
-            yield from _tensors(obj[key], f"{prefix}/{key}")
+            yield from _leaves(obj[key], f"{prefix}/{key}")
     elif isinstance(obj, (list, tuple)):
         for i, item in enumerate(obj):
-            yield from _tensors(item, f"{prefix}/{i}")
+            yield from _leaves(item, f"{prefix}/{i}")
+    else:
+        yield prefix, obj
 
 
-def payload_digest(state: dict[str, Any]) -> str:
-    """sha256 over every tensor's path, dtype, shape and bytes in ``state``."""
+def _tensors(obj: Any, prefix: str = ""):
+    """Every tensor in nested dicts/lists, with its path, in a fixed order."""
+    return ((key, leaf) for key, leaf in _leaves(obj, prefix) if isinstance(leaf, torch.Tensor))
+
+
+DIGEST_COVERS = "everything"  # since schema 2 of results: the epoch, wall time and histories too, not only tensors
+
+
+def payload_digest(state: dict[str, Any], everything: bool = True) -> str:
+    """sha256 over every tensor's path, dtype, shape and bytes in ``state`` and (``everything``)
+    every plain value's path, type and repr: the epoch to resume from, the histories, the sources."""
     h = hashlib.sha256()
-    for key, t in _tensors(state):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for key, leaf in _leaves(state):
+        if isinstance(leaf, torch.Tensor):
+            t = leaf.detach().cpu().contiguous()
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif everything:
+            h.update(f"{key}|{type(leaf).__name__}|{leaf!r}|".encode())
     return h.hexdigest()
 
 
@@ -95,6 +107,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], fingerprint:
     """Write ``state`` (tensors and plain values) with its config fingerprint, atomically."""
     payload = {"format": FORMAT, "fingerprint": json.dumps(fingerprint, sort_keys=True), **state}
     payload["digest"] = payload_digest(state)
+    payload["digest_covers"] = DIGEST_COVERS
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
@@ -112,10 +125,11 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any] | None,
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointMismatchError(f"{path} is not a lape_lib checkpoint of format {FORMAT}")
     digest = state.pop("digest", None)  # checkpoints written before the digest existed have none
+    covers = state.pop("digest_covers", "tensors")  # older digests cover the tensors only
     body = {k: v for k, v in state.items() if k not in ("format", "fingerprint")}
-    if digest is not None and payload_digest(body) != digest:
+    if digest is not None and payload_digest(body, everything=covers == DIGEST_COVERS) != digest:
         raise CheckpointMismatchError(
-            f"{path} is corrupt: its tensors do not match the checksum written with them (a damaged or "
+            f"{path} is corrupt: its content does not match the checksum written with it (a damaged, edited or "
             "partly overwritten file). Delete it to start afresh, or restore it from a copy."
         )
     bad = next((key for key, t in _tensors(body) if t.is_floating_point() and not torch.isfinite(t).all()), None)

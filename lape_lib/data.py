@@ -80,6 +80,11 @@ class ImageData:
     def to(self, device: str | torch.device) -> ImageData:
         return replace(self, **{k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")})
 
+    def identity(self) -> str:
+        """What the images are, wherever and in whatever format they were read: a sha256 of the
+        tensors (labels included). Runs on other data never resume each other or share a report row."""
+        return "sha256:" + _tensors_digest({k: getattr(self, k).cpu() for k in _CACHE_KEYS})
+
     def __repr__(self) -> str:
         return (
             f"ImageData({len(self.train_y)} train / {len(self.test_y)} test, {self.num_classes} classes, "
@@ -262,8 +267,10 @@ def _source_key(name: str, kind: str, path: Path) -> str:
             )
         return digest
     if kind == "imagefolder":
-        # modification times too: an image rewritten at the same size must not be served stale
-        listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+        # Modification and change times too: an image rewritten at the same size must not be served stale,
+        # even with its modification time set back (a write always moves ctime, which no user can set).
+        listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ctime_ns)
+                         for p in path.rglob("*") if p.is_file())
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     if kind == "hub":
         from . import hub

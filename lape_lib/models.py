@@ -421,11 +421,11 @@ def _check_choices(cfg: ModelConfig, pe: str, join: str) -> None:
         raise ValueError(f"dim {cfg.dim} is not divisible by num_heads {cfg.num_heads}")
     for name in ("mlp_ratio", "pe_init_std"):
         value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")):
             raise ValueError(f"model setting {name} must be a positive number, got {value!r}")
     for name in ("attn_drop", "drop", "drop_path"):
         value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and 0 <= value < 1):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
             raise ValueError(f"model setting {name} is a probability in [0, 1), got {value!r}")
     if cfg.layer_style not in LAYER_STYLES:
         raise ValueError(f"unknown layer_style {cfg.layer_style!r}; choose one of {LAYER_STYLES}")

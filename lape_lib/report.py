@@ -54,27 +54,47 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return runs
 
 
+# The results.json layouts this report reads (lape_lib.train.RESULTS_SCHEMA; a file without "schema" is 1).
+KNOWN_SCHEMAS = (1, 2)
+
+
 def _check_results(run: Any, file: Path) -> None:
-    """Refuse, naming the file and the place, a results file that is not one or holds impossible values."""
+    """Refuse, naming the file and the place, a results file that is not one, is of a layout this
+    version cannot read, or holds impossible values."""
     if not isinstance(run, dict) or not isinstance(run.get("arms"), dict) or not isinstance(run.get("config"), dict):
         raise ValueError(f"{file} is not a lape_lib.train results file (no 'arms'/'config' objects)")
+    schema = run.get("schema", 1)
+    if schema not in KNOWN_SCHEMAS:
+        raise ValueError(f"{file} has results schema {schema!r}; this lape_lib reads schemas {list(KNOWN_SCHEMAS)}: "
+                         "update lape_lib to read it")
     for key in ("dataset", "model", "epochs"):
         if key not in run["config"]:
             raise ValueError(f"{file}: config has no {key!r}; not a lape_lib.train results file")
+    epochs = run["config"]["epochs"]
+    if not (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1):
+        raise ValueError(f"{file}: config.epochs is {epochs!r}; a number of epochs is an integer >= 1")
+    if "done" in run and not isinstance(run["done"], bool):
+        raise ValueError(f"{file}: done is {run['done']!r}; it is true or false (JSON booleans)")
+    wall = run.get("wall_s", 0.0)
+    if not (isinstance(wall, (int, float)) and not isinstance(wall, bool) and math.isfinite(wall) and wall >= 0):
+        raise ValueError(f"{file}: wall_s is {wall!r}; a wall time is a finite number of seconds >= 0")
     for name, arm in run["arms"].items():
         if not isinstance(arm, dict) or not {"seed", "pe", "join"} <= set(arm) or not isinstance(arm.get("final", {}), dict):
             raise ValueError(f"{file}: arm {name!r} lacks seed/pe/join/final; not a lape_lib.train results file")
         acc = arm.get("final", {}).get("test_acc")
         if acc is not None and not (isinstance(acc, (int, float)) and math.isfinite(acc) and 0 <= acc <= 100):
             raise ValueError(f"{file}: arm {name!r} has test_acc {acc!r}; an accuracy is a percentage in [0, 100]")
+    if run["arms"] and all(_final_accuracy(arm) is None for arm in run["arms"].values() if isinstance(arm, dict)):
+        raise ValueError(f"{file}: no arm has a final test_acc (arms[...].final.test_acc); nothing to compare")
 
 
 # Config fields that may differ between runs of one comparison (what pairs them, or bookkeeping).
 _FREE_FIELDS = ("seeds", "joins", "pes", "out_dir", "device", "compile", "compile_mode", "eval_every", "progress",
                 "save_weights", "data_root", "download")
 
-# Model overrides that leave the architecture as published (so its published figure applies).
-_REGULARIZATION_OVERRIDES = {"drop_path_rate", "drop_rate", "attn_drop_rate"}
+# Model overrides that leave the architecture as published (so its published figure applies):
+# lape_lib's names (ModelConfig) and timm's.
+_REGULARIZATION_OVERRIDES = {"drop_path", "drop", "attn_drop", "drop_path_rate", "drop_rate", "attn_drop_rate"}
 
 
 def _model_label(cfg: Mapping[str, Any]) -> str:
@@ -147,7 +167,10 @@ def _groups(runs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None, all
             acc, label = _final_accuracy(arm), arm_label(arm)
             if acc is None or (labels is not None and label not in labels):
                 continue
-            setting = json.dumps({k: v for k, v in cfg.items() if k not in _FREE_FIELDS}, sort_keys=True)
+            # What the images were is part of the setting: runs on different data never share a row
+            # (results from before schema 2 carry no identity, and group as they always did).
+            setting = json.dumps({**{k: v for k, v in cfg.items() if k not in _FREE_FIELDS},
+                                  "data_identity": run.get("data_identity")}, sort_keys=True)
             key = (cfg["dataset"], _model_label(cfg), arm["pe"], int(cfg["epochs"]), setting)
             group = groups.setdefault(key, {"acc": {}, "sources": [], "wall_s": 0.0, "devices": set()})
             by_seed = group["acc"].setdefault(label, {})
@@ -184,6 +207,8 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
     ``allow_unfinished`` (their "final" accuracy is a mid-run one).
     """
     _require(runs, baseline=baseline, treatment=treatment)
+    if baseline == treatment:
+        raise ValueError(f"baseline and treatment are the same arm ({baseline!r}); compare two different arms")
     out = []
     for key, g in sorted(_groups(runs, (baseline, treatment), allow_unfinished).items()):
         base, treat = g["acc"].get(baseline, {}), g["acc"].get(treatment, {})
@@ -482,15 +507,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             if row["factors"]:
                 print("\n" + factors_table(row))
             print(factors_verdict(row))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        summary = {"rows": rows, "verdicts": [verdict(r) for r in rows], "arms": multi,
-                   "factor_verdicts": [factors_verdict(r) for r in multi]}
-        Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
-        print(f"wrote {args.out}")
-    if args.figures:
-        for path in write_figures(runs, rows, args.figures, multi):
-            print(f"wrote {path}")
+    try:
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            summary = {"rows": rows, "verdicts": [verdict(r) for r in rows], "arms": multi,
+                       "factor_verdicts": [factors_verdict(r) for r in multi]}
+            Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+            print(f"wrote {args.out}")
+        if args.figures:
+            for path in write_figures(runs, rows, args.figures, multi):
+                print(f"wrote {path}")
+    except OSError as err:
+        raise SystemExit(f"error: cannot write {err.filename or args.out} ({err.strerror or err}); "
+                         "give --out a file path and --figures a path prefix in writable folders") from None
     return rows
 
 

@@ -10,6 +10,7 @@ batches for any number of workers and resumes exactly.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,6 +99,17 @@ class StreamingImageFolder:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def identity(self) -> str:
+        """What the tree holds, without reading every image: a sha256 of each split's files
+        (path below the split, size, label). A streamed run's counterpart of ``ImageData.identity``."""
+        h = hashlib.sha256()
+        for split in (self.train, self.test):
+            for path, label in split.samples:
+                p = Path(path)
+                h.update(f"{p.parent.name}/{p.name}\t{p.stat().st_size}\t{label}\n".encode())
+            h.update(b"--\n")
+        return "files-sha256:" + h.hexdigest()
 
     @property
     def n_train(self) -> int:

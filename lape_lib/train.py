@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import AugmentConfig, BatchAugment, derive_seed
-from .checkpoint import atomic_write, load_checkpoint, pid_alive, save_checkpoint, save_weights
+from .checkpoint import CheckpointMismatchError, atomic_write, load_checkpoint, pid_alive, save_checkpoint, save_weights
 from .data import DATASETS, EXPECTED_COUNTS, QUADRANTS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
 from .graphs import GraphedStep, load_optimizer_state, portable_optimizer_state, set_lr
 from .models import JOINS, VisionTransformer, create_model, describe, list_models, resolve_config, valid_combination
@@ -45,6 +45,8 @@ RECIPES = ("cifar10", "cifar100", "deit")
 DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
 TIMM_PREFIX = "timm/"
 CHECKPOINT = "checkpoint.pt"  # in the run's output folder, rewritten atomically after every epoch
+# The layout of results.json: 2 added schema, data_identity and data_sources (files without "schema" are 1).
+RESULTS_SCHEMA = 2
 TOY_SIZES = (2000, 500)  # the toy set's train and test images when n_train / n_test are None
 NO_PROGRESS_ENV = "LAPE_NO_PROGRESS"  # set (lape_lib.workbook does): no progress bar, which papermill would save frozen
 # Fields that do not change what is computed: a checkpoint may be resumed under other values.
@@ -120,6 +122,11 @@ class TrainConfig:
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} {list(values)} names {sorted({v for v in values if values.count(v) > 1})} twice; "
                                  "each arm is trained once")
+        arms = [parse_join(j) for j in self.joins]
+        for i, arm in enumerate(arms):  # add@1.0 and add@1 are one arm: trained twice, they would pair with themselves
+            if arm in arms[:i]:
+                raise ValueError(f"joins {list(self.joins)} name the same arm twice ({self.joins[arms.index(arm)]!r} and "
+                                 f"{self.joins[i]!r}); each arm is trained once")
         for p in self.pes:
             if p not in PE_TYPES:
                 raise ValueError(f"unknown pe {p!r}; choose from {PE_TYPES}")
@@ -166,12 +173,19 @@ class TrainConfig:
         for name in ("img_size", "eval_every"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.dataset in DATASETS and self.img_size != 32:  # CIFAR's images are 32 x 32; nothing resizes them
+            raise ValueError(f"img_size {self.img_size} with dataset {self.dataset!r}: its images are 32 x 32; use img_size=32")
+        for s in self.seeds:
+            if not 0 <= s < 2**31:
+                raise ValueError(f"seed {s} is out of range; seeds are integers in [0, 2**31)")
         if self.out_dir is not None and not str(self.out_dir).strip():
             raise ValueError("out_dir is empty; give a folder, or None to write nothing")
         if self.device != "auto":
             try:
-                torch.device(self.device)
+                kind = torch.device(self.device).type
             except (RuntimeError, TypeError):
+                kind = None
+            if kind not in ("cpu", "cuda", "mps"):  # 'meta' and the like hold no data to train on
                 raise ValueError(f"unknown device {self.device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {COMPILE_MODES}")
@@ -593,6 +607,8 @@ def lock_run_folder(out: Path) -> Path:
     except OSError as err:
         raise ValueError(f"output folder {str(out)!r} cannot be created ({err.strerror}); choose a writable folder") from None
     lock = out / LOCK
+    if lock.is_dir():
+        raise ValueError(f"{lock} is a folder, not a run's lock file; remove it (nothing of a run is kept there)")
     me = json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv)})
     for _ in range(2):
         try:
@@ -605,7 +621,8 @@ def lock_run_folder(out: Path) -> Path:
             pid = holder.get("pid")
             if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
                 raise ValueError(f"output folder {str(out)!r} is in use by another run (pid {pid}: {holder.get('command')}); "
-                                 "wait for it to end, or choose another folder") from None
+                                 f"wait for it to end, or choose another folder. If pid {pid} is no lape_lib run (a pid reused "
+                                 f"after a reboot), delete {lock}") from None
             lock.unlink(missing_ok=True)  # left by a run that was killed
             continue
         except OSError as err:
@@ -655,7 +672,12 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         device = torch.device("cuda", torch.cuda.current_device())
     dtype = resolve_precision(cfg.precision, device)
     _check_cuda_graph(cfg, device, dtype, world)
-    data = load_data(cfg).to(device)
+    data = load_data(cfg)
+    # What the images are (content, not path): part of the run's identity, so a checkpoint made on
+    # other data is refused and the report never pools runs on different data.
+    identity = data.identity()
+    data = data.to(device)
+    fingerprint = {**cfg.fingerprint(), "data": identity}
     if data.n_train < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({data.n_train})")
     if cfg.batch_size % world:
@@ -670,8 +692,14 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     start_epoch, wall = 0, 0.0
     ckpt_path = out / CHECKPOINT if out else None
     if resume and ckpt_path is not None and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, cfg.fingerprint(), device, defaults=TrainConfig().fingerprint())
-        start_epoch, wall = _restore(state, arms)
+        # A checkpoint from before the data was recorded resumes on whatever data this call reads.
+        state = load_checkpoint(ckpt_path, fingerprint, device, defaults={**TrainConfig().fingerprint(), "data": identity})
+        start_epoch, wall = _restore(state, arms, ckpt_path)
+        sources = [s for s in state.get("data_sources", []) if s != data.source]
+    else:
+        sources = []
+    sources.append(data.source)  # every copy this run has read, across resumes (same content, maybe other paths)
+    seen = {"identity": identity, "sources": sources}
     steps = data.n_train // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
     quiet = os.environ.get(NO_PROGRESS_ENV, "") not in ("", "0")
@@ -722,15 +750,15 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         last = epoch + 1 == end_epoch or _out_of_time(started, loop_started, epoch + 1 - start_epoch, time_limit_s, device, world)
         if out is not None and lead:
             if (checkpoint_every and (epoch + 1) % checkpoint_every == 0) or (last and epoch + 1 < cfg.total_epochs):
-                save_checkpoint(out / CHECKPOINT, _snapshot(arms, epoch + 1, wall), cfg.fingerprint())
-            _write_json(out / "results.json", _results(cfg, arms, wall, data, world, done=epoch + 1 == cfg.total_epochs))
+                save_checkpoint(out / CHECKPOINT, {**_snapshot(arms, epoch + 1, wall), "data_sources": sources}, fingerprint)
+            _write_json(out / "results.json", _results(cfg, arms, wall, data, world, epoch + 1 == cfg.total_epochs, seen))
         if world > 1:
             torch.distributed.barrier()
         if last:
             end_epoch = epoch + 1
             break
     bar.close()
-    results = _results(cfg, arms, wall, data, world, done=end_epoch == cfg.total_epochs)
+    results = _results(cfg, arms, wall, data, world, end_epoch == cfg.total_epochs, seen)
     if out is not None and lead:
         # Also when nothing was left to train: a run killed between its last checkpoint and its
         # last results.json is finished here instead of staying at done=false.
@@ -760,8 +788,14 @@ def _snapshot(arms: list[Arm], next_epoch: int, wall: float) -> dict[str, Any]:
     }
 
 
-def _restore(state: dict[str, Any], arms: list[Arm]) -> tuple[int, float]:
-    """Load a ``_snapshot`` into the arms; returns (epoch to start from, wall time so far)."""
+def _restore(state: dict[str, Any], arms: list[Arm], path: Path) -> tuple[int, float]:
+    """Load a ``_snapshot`` into the arms; returns (epoch to start from, wall time so far).
+    A checkpoint that lacks what a snapshot holds is refused, naming what it lacks."""
+    missing = [k for k in ("epoch", "wall_s", "arms") if k not in state]
+    missing += [f"arms/{a.name}" for a in arms if isinstance(state.get("arms"), dict) and a.name not in state["arms"]]
+    if missing:
+        raise CheckpointMismatchError(f"{path} lacks {', '.join(missing)}: it is not a snapshot of this run. "
+                                      "Delete it to start afresh, or use another output folder.")
     for arm in arms:
         saved = state["arms"][arm.name]
         arm.model.load_state_dict(saved["model"])  # stacked arms: copies into their views of the stack
@@ -868,11 +902,14 @@ def weights_digest(models: list[nn.Module]) -> str:
 
 
 def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData | StreamingImageFolder, world: int,
-             done: bool) -> dict[str, Any]:
+             done: bool, seen: dict[str, Any]) -> dict[str, Any]:
     return {
+        "schema": RESULTS_SCHEMA,
         "config": cfg.to_dict(),
         "command": " ".join(["python -m lape_lib.train"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("train.py") else None,
         "data_source": data.source,
+        "data_identity": seen["identity"],
+        "data_sources": seen["sources"],
         "environment": environment(),
         "wall_s": wall,
         "world_size": world,
@@ -920,7 +957,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"default {getattr(d, name)}")
     p.add_argument("--mix-off-epoch", type=int, help=f"-1: never (default {d.mix_off_epoch})")
     p.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
-    p.add_argument("--override", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+    p.add_argument("--override", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="model config overrides, e.g. depth=2 (repeatable: --override depth=2 --override dim=64)")
     p.add_argument("--precision", choices=PRECISIONS, help="default auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the models and the augmentation")

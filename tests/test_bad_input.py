@@ -66,7 +66,7 @@ def test_a_damaged_checkpoint_is_refused_not_trained_on(tmp_path: Path) -> None:
     assert at > 0
     blob[at:at + 16] = b"\xff" * 16  # same size, a different payload
     ckpt.write_bytes(bytes(blob))
-    with pytest.raises(CheckpointMismatchError, match="is corrupt: its tensors do not match the checksum"):
+    with pytest.raises(CheckpointMismatchError, match="is corrupt: its content does not match the checksum"):
         train(cfg)
 
 
@@ -143,3 +143,75 @@ def test_a_nan_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path: Path,
     with pytest.raises(NonFiniteLossError, match="at epoch 0; no checkpoint had been written yet"):
         train(tiny(out_dir=str(tmp_path)))
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_resuming_onto_other_data_is_refused_and_every_source_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#21: the data's content is part of a run's identity; the same content read from another copy
+    resumes, and results.json lists every copy the run read."""
+    from dataclasses import replace as dc_replace
+
+    import lape_lib.train as trainer
+
+    cfg = tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path))
+    train(cfg, stop_after_epochs=1)
+    real = trainer.load_data
+    monkeypatch.setattr(trainer, "load_data", lambda c: dc_replace(real(c), source="toy:elsewhere"))  # same images
+    done = train(cfg)
+    assert done["done"] and done["data_sources"] == ["toy:quadrant(seed=0)", "toy:elsewhere"]
+    assert json.loads((tmp_path / "results.json").read_text())["data_identity"].startswith("sha256:")
+    other = tmp_path / "other"
+    train(tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(other)), stop_after_epochs=1)
+    flipped = lambda c: dc_replace(real(c), test_y=3 - real(c).test_y)  # noqa: E731 - other labels, same everything else
+    monkeypatch.setattr(trainer, "load_data", flipped)
+    with pytest.raises(CheckpointMismatchError, match=r"another configuration \(data: checkpoint 'sha256:[0-9a-f]+' vs now 'sha256:"):
+        train(tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(other)))
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"joins": ("add@1.0", "add@1")}, "name the same arm twice ('add@1.0' and 'add@1')"),
+    ({"model_overrides": {"mlp_ratio": True}}, "model setting mlp_ratio must be a positive number, got True"),
+    ({"dataset": "cifar10", "img_size": 64}, "img_size 64 with dataset 'cifar10': its images are 32 x 32"),
+    ({"device": "meta"}, "unknown device 'meta'"),
+    ({"seeds": (10**20,)}, "seed 100000000000000000000 is out of range"),
+])
+def test_more_bad_values_are_refused_before_any_data_is_read(kwargs: dict, needle: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lape_lib.train as trainer
+
+    monkeypatch.setattr(trainer, "load_data", lambda c: pytest.fail("data read before the config was checked"))
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        train(tiny(**kwargs))
+
+
+def test_a_bare_override_is_an_error_not_the_default_model(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main([*CLI[:CLI.index("--override")], "--override", "--joins", "lape"])
+    assert "--override: expected at least one argument" in capsys.readouterr().err
+
+
+def test_a_checkpoint_edited_outside_its_tensors_is_refused(tmp_path: Path) -> None:
+    """The digest covers the epoch to resume from and the histories, not only the weights."""
+    train(tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path)), stop_after_epochs=1)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["epoch"] = 2  # "resume" past an epoch never trained
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointMismatchError, match="is corrupt: its content does not match the checksum"):
+        train(tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path)))
+
+
+def test_a_checkpoint_without_arms_is_named_not_a_key_error(tmp_path: Path) -> None:
+    cfg = tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0, out_dir=str(tmp_path))
+    train(cfg, stop_after_epochs=1)
+    state = load_checkpoint(tmp_path / "checkpoint.pt", None)
+    fingerprint = json.loads(state["fingerprint"])
+    save_checkpoint(tmp_path / "checkpoint.pt", {"epoch": 1, "wall_s": 0.0}, fingerprint)
+    with pytest.raises(CheckpointMismatchError, match=r"lacks arms: it is not a snapshot of this run"):
+        train(cfg)
+
+
+@pytest.mark.parametrize("kind", ["folder", "live pid"])
+def test_a_lock_that_is_a_folder_or_a_foreign_pid_says_what_to_do(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "run"
+    (out / LOCK).mkdir(parents=True) if kind == "folder" else (out.mkdir(), (out / LOCK).write_text(json.dumps({"pid": 1, "command": "init"})))
+    needle = "is a folder, not a run's lock file; remove it" if kind == "folder" else "If pid 1 is no lape_lib run (a pid reused after a reboot), delete"
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        train(tiny(out_dir=str(out)))

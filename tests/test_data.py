@@ -272,3 +272,16 @@ def test_an_offline_download_is_a_data_error_naming_the_folder(tmp_path: Path, m
     monkeypatch.setattr(datasets.CIFAR10, "download", offline)
     with pytest.raises(DataError, match=rf"could not load cifar10 under {re.escape(str(tmp_path))}: .*name resolution"):
         load_cifar("cifar10", tmp_path, download=True)
+
+
+def test_an_image_rewritten_with_its_modification_time_restored_is_not_served_stale(tmp_path: Path) -> None:
+    """#21: same size and mtime set back (rsync -t, a restore): the change time still moves."""
+    root = make_imagefolder(tmp_path)
+    before = load_cifar("cifar10", root)
+    image = root / "cifar10" / "train" / "automobile" / "0001.png"
+    size, mtime = image.stat().st_size, image.stat().st_mtime_ns
+    value = next(v for v in range(12, 256) if len(png_bytes(v)) == size)
+    image.write_bytes(png_bytes(value))
+    os.utime(image, ns=(mtime, mtime))  # the old modification time, exactly
+    after = load_cifar("cifar10", root)
+    assert int(before.train_x[5, 0, 0, 0]) == 11 and int(after.train_x[5, 0, 0, 0]) == value

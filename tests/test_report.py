@@ -208,6 +208,15 @@ def test_cli_prints_the_multi_arm_table_and_factor_figure(runs: list[dict], tmp_
     ("[1, 2]", "is not a lape_lib.train results file"),
     ('{"arms": {}, "config": {"model": "m"}}', "config has no 'dataset'"),
     ('{"arms": {"a": {"seed": 0}}, "config": {"dataset": "d", "model": "m", "epochs": 1}}', "arm 'a' lacks seed/pe/join/final"),
+    # #21: a newer layout is named, not read as an empty table; impossible bookkeeping is named with its field
+    ('{"schema": 3, "arms": {}, "config": {"dataset": "d", "model": "m", "epochs": 1}}', "has results schema 3; this lape_lib reads schemas [1, 2]"),
+    ('{"arms": {"a": {"seed": 0, "pe": "learnable", "join": "add", "final": {"metrics": {"test_acc": 50}}}}, '
+     '"config": {"dataset": "d", "model": "m", "epochs": 1}}', "no arm has a final test_acc"),
+    ('{"arms": {"a": {"seed": 0, "pe": "learnable", "join": "add", "final": {"test_acc": 50.0}}}, "config": {"dataset": "d", "model": "m", "epochs": "three"}}', "config.epochs is 'three'; a number of epochs is an integer >= 1"),
+    ('{"arms": {"a": {"seed": 0, "pe": "learnable", "join": "add", "final": {"test_acc": 50.0}}}, "config": {"dataset": "d", "model": "m", "epochs": 2.5}}', "config.epochs is 2.5"),
+    ('{"arms": {"a": {"seed": 0, "pe": "learnable", "join": "add", "final": {"test_acc": 50.0}}}, "config": {"dataset": "d", "model": "m", "epochs": -3}}', "config.epochs is -3"),
+    ('{"arms": {"a": {"seed": 0, "pe": "learnable", "join": "add", "final": {"test_acc": 50.0}}}, "done": "false", "config": {"dataset": "d", "model": "m", "epochs": 1}}', "done is 'false'; it is true or false"),
+    ('{"arms": {"a": {"seed": 0, "pe": "learnable", "join": "add", "final": {"test_acc": 50.0}}}, "wall_s": NaN, "config": {"dataset": "d", "model": "m", "epochs": 1}}', "wall_s is nan; a wall time is a finite number"),
 ])
 def test_malformed_results_files_are_named(content: str, needle: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
@@ -270,3 +279,30 @@ def test_factor_verdict_for_every_sign_and_the_correction(runs: list[dict]) -> N
     assert norm["ci"][0] > 0 and norm["p_value"] < 0.05 <= norm["p_holm"]
     text = factors_verdict(row)
     assert "Significant before the correction only (95 % interval excludes zero): normalization (add_norm − add" in text
+
+
+def test_the_same_arm_twice_is_refused(runs: list[dict], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=re.escape("baseline and treatment are the same arm ('lape')")):
+        main([runs[0]["path"], "--baseline", "lape", "--treatment", "lape"])
+
+
+def test_runs_on_different_data_never_share_a_row(runs: list[dict]) -> None:
+    a, b = copy.deepcopy(runs[0]), copy.deepcopy(runs[1])
+    a["data_identity"], b["data_identity"] = "sha256:aaa", "sha256:bbb"
+    assert len(compare([a, b])) == 2  # the same setting otherwise: pooled when the data is the same
+    b["data_identity"] = "sha256:aaa"
+    assert len(compare([a, b])) == 1
+
+
+def test_a_dropout_override_keeps_the_paper_column(runs: list[dict]) -> None:
+    run = copy.deepcopy(runs[0])
+    run["config"].update(dataset="cifar10", model="vit_lite_7_4", model_overrides={"drop_path": 0.0}, epochs=300, n_train=None)
+    assert compare([run])[0]["published"] is not None  # lape_lib's own name for stochastic depth, as timm's drop_path_rate
+
+
+def test_an_unwritable_out_or_figures_is_an_error_not_a_traceback(runs: list[dict], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for flag in ("--out", "--figures"):
+        with pytest.raises(SystemExit, match=r"error: cannot write .*give --out a file path and --figures a path prefix"):
+            main([runs[0]["path"], flag, str(blocker / "inside" / "s")])

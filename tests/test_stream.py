@@ -105,7 +105,7 @@ def test_torchrun_shards_training_and_evaluation(tmp_path: Path, stream: bool) -
     cfg = TrainConfig(**results["config"])
     # The sharded evaluation, summed over both ranks, equals one process evaluating the whole split.
     model = create_model("vit_lite_7_4", num_classes=2, img_size=16, join="lape", **SMALL)
-    model.load_state_dict(load_checkpoint(out / "checkpoint.pt", cfg.fingerprint(), torch.device("cpu"))["arms"]["learnable-lape-s0"]["model"])
+    model.load_state_dict(load_checkpoint(out / "checkpoint.pt", None, torch.device("cpu"))["arms"]["learnable-lape-s0"]["model"])
     data = load_data(cfg)
     alone = evaluate(model, eval_batches(data, 0, 1, torch.device("cpu")), BatchAugment(cfg.augment, data.mean, data.std, 2),
                      torch.float32, torch.device("cpu"))
