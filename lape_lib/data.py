@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .notebook import smoke_mode
+
 DATASETS = ("cifar10", "cifar100")
 MEAN_STD = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -37,6 +39,8 @@ _ARCHIVE_SUFFIXES = (".tar", ".tar.xz", ".tar.gz", ".tgz")
 # (classes, train images per class, test images per class): what a complete copy holds, whatever
 # its source; a damaged archive can end early (tarfile takes a bad header for the end) and look fine.
 EXPECTED_COUNTS = {"cifar10": (10, 5000, 1000), "cifar100": (100, 500, 100)}
+# CIFAR-10's class names in label order (for copies that do not carry them, and the stand-in).
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "LAPE_CIFAR_MIRROR"  # a base URL that serves cifar-10-python.tar.gz / cifar-100-python.tar.gz
@@ -101,6 +105,16 @@ def default_roots() -> list[Path]:
     return list(dict.fromkeys(r.resolve() for r in roots))
 
 
+def download_root() -> Path:
+    """Where a download goes when no root is given: ``$LAPE_DATA``, else the checkout's ``data/``
+    when lape_lib runs from a checkout (whatever the working folder: a notebook's is
+    ``notebooks/``), else ``./data``."""
+    env = os.environ.get("LAPE_DATA")
+    if env:
+        return Path(env).expanduser()
+    return _REPO / "data" if (_REPO / "pyproject.toml").is_file() else Path.cwd() / "data"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("LAPE_CACHE", Path.home() / ".cache" / "lape")).expanduser()
 
@@ -124,6 +138,10 @@ def load_cifar(
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS} (or 'toy' in the trainer)")
     roots = [Path(root).expanduser()] if root is not None else default_roots()
     found = next((s for r in roots if (s := _find_source(name, r)) is not None), None)
+    if found is None and smoke_mode():
+        # Smoke mode never waits on a download (the original host takes an hour; tests have no
+        # network): a fresh clone without ../shared still runs every notebook, on labelled stand-in data.
+        return subset(make_standin(name), n_train, n_test, seed)
     if found is None:
         if not download:
             raise DataError(
@@ -131,7 +149,7 @@ def load_cifar(
                 f"{name}/train/<class>/ (ImageFolder) and {name}*.tar[.xz|.gz]. Pass root=..., set LAPE_DATA, "
                 "or pass download=True to download it (the Hugging Face Hub, else the original host)."
             )
-        target = roots[0] if roots[0].suffix == "" else roots[0].parent
+        target = (roots[0] if roots[0].suffix == "" else roots[0].parent) if root is not None else download_root()
         data = _download(name, target, cache)
     else:
         data = _load_source(name, *found, cache=cache)
@@ -480,6 +498,32 @@ def load_imagefolder(root: str | os.PathLike, img_size: int, *, n_train: int | N
 
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+STANDIN_PER_CLASS = {"cifar10": (50, 20), "cifar100": (5, 2)}  # train, test images per class
+
+
+def make_standin(name: str, seed: int = 0) -> ImageData:
+    """A small CIFAR-shaped stand-in for ``name`` (32 x 32 RGB, its number of classes), made here:
+    what smoke mode reads when no copy of the real data is found. Each class is a colour and a
+    stripe direction under noise, so a model can learn something; the ``source`` says plainly that
+    this is not CIFAR, and every printed result of a smoke run on it says so through it."""
+    classes_n = EXPECTED_COUNTS[name][0]
+    per_train, per_test = STANDIN_PER_CLASS[name]
+    g = torch.Generator().manual_seed(seed)
+    labels = [torch.arange(classes_n).repeat_interleave(n) for n in (per_train, per_test)]
+    palette = torch.rand(classes_n, 3, generator=g)  # one colour per class, shared by both splits
+    xs = []
+    for y in labels:
+        colour = palette[y][:, :, None, None]
+        grid = torch.arange(32.0)
+        angle = (y.float() * 2.399)[:, None, None]  # the golden angle: a different stripe direction per class
+        stripes = torch.sin((grid[None, :, None] * torch.cos(angle) + grid[None, None, :] * torch.sin(angle)) * 0.8)
+        image = colour * (0.6 + 0.3 * stripes[:, None]) + 0.15 * torch.randn(len(y), 3, 32, 32, generator=g)
+        xs.append((image.clamp(0, 1) * 255).to(torch.uint8))
+    names = tuple(f"{c} (stand-in)" for c in CIFAR10_CLASSES) if name == "cifar10" else tuple(f"class_{i} (stand-in)" for i in range(classes_n))
+    return ImageData(xs[0], labels[0], xs[1], labels[1], names, *MEAN_STD[name],
+                     f"stand-in:{name} (generated in smoke mode: no {name} copy was found; NOT {name}, its numbers mean nothing)")
 
 
 def make_position_toy(n_train: int = 2000, n_test: int = 500, img_size: int = 32, patch: int = 4, seed: int = 0) -> ImageData:

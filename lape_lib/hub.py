@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .data import DataError, _decode, sha256_file, stack_images
+from .data import CIFAR10_CLASSES, DataError, _decode, sha256_file, stack_images
 
 HUB_REPOS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
 HUB_REVISION_ENV = "LAPE_HUB_REVISION"
@@ -31,8 +31,6 @@ MARKER = "hub.json"
 # The columns the Hub's CIFAR parquet files use, in the order we look for them.
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMNS = {"cifar10": ("label",), "cifar100": ("fine_label", "label")}
-# CIFAR-10's class names in label order, for files whose schema does not carry them.
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _SHARD = re.compile(r"(^|/)(train|test)-\d+-of-\d+\.parquet$")
 
 

@@ -27,6 +27,7 @@ REAL_COUNTS = dict(data_module.EXPECTED_COUNTS)
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LAPE_SMOKE", "0")  # these test the loaders: no stand-in where a copy is missing
     monkeypatch.delenv("LAPE_DATA", raising=False)
     # The small copies these tests make are not complete CIFARs; tests of the count check set their own.
     monkeypatch.setattr(data_module, "EXPECTED_COUNTS", {})

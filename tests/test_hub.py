@@ -29,6 +29,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LAPE_SMOKE", "0")  # smoke mode reads a stand-in instead of downloading: these test the downloads
     monkeypatch.delenv("LAPE_DATA", raising=False)
     monkeypatch.delenv(hub.HUB_REVISION_ENV, raising=False)
     monkeypatch.setattr(data_module, "EXPECTED_COUNTS", {"cifar10": (3, 4, 2), "cifar100": (3, 4, 2)})
