@@ -299,8 +299,10 @@ def show_patch_grid(image: torch.Tensor, patch_size: int = 4, mark: int | None =
         ax.axvline(k, color="white", lw=0.6)
     for i in range((h // patch_size) * cols):
         r, c = divmod(i, cols)
+        # A dark box behind each index keeps it readable on light patches (sky, white cars).
         ax.text(c * patch_size + patch_size / 2, r * patch_size + patch_size / 2, str(i), ha="center", va="center",
-                fontsize=6, color="yellow" if i == mark else "white")
+                fontsize=6, color="yellow" if i == mark else "white",
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.5, "linewidth": 0})
     if mark is not None:
         r, c = divmod(mark, cols)
         ax.add_patch(plt.Rectangle((c * patch_size, r * patch_size), patch_size, patch_size, fill=False, color="yellow", lw=2))

@@ -345,21 +345,22 @@ def _clear(d: Mapping[str, Any]) -> bool | None:
     return None if d.get("ci") is None else (d["ci"][0] > 0 or d["ci"][1] < 0)
 
 
-def _bound(d: Mapping[str, Any]) -> float:
-    """The largest effect, either way, that a difference's 95 % interval still allows."""
-    return max(abs(d["ci"][0]), abs(d["ci"][1]))
+def _allows(d: Mapping[str, Any]) -> str:
+    """What a difference's 95 % interval still allows, each way (intervals are rarely symmetric about zero)."""
+    lo, hi = d["ci"]
+    return "the same on every seed" if lo == hi else f"its interval allows anything from {lo:+.2f} to {hi:+.2f}"
 
 
 def _name(f: Mapping[str, Any]) -> str:
     """A step as the verdict names it, with its interval and its p-value before → after the correction."""
-    p = f"p {_p(f)} → {_p_holm(f)}" if f.get("p_value") is not None else "no p-value: every seed moved by the same amount"
-    return f"{f['factor']} ({f['to']} − {f['from']} {_ci(f)}" + (", a side comparison" if f.get("kind") == "side" else "") + f", {p})"
+    return (f"{f['factor']} ({f['to']} − {f['from']} {_ci(f)}" + (", a side comparison" if f.get("kind") == "side" else "")
+            + f", p {_p(f)} → {_p_holm(f)})")
 
 
 def factors_verdict(row: Mapping[str, Any]) -> str:
     """Which factor steps carry a difference after Holm's correction over the row's steps, which
-    only before it, which the data cannot tell from zero (and how large an effect their
-    intervals still allow), and what is left of ``reference`` against each ``add@STD`` arm."""
+    only before it, which the data cannot tell from zero (and what their intervals still allow),
+    and what is left of ``reference`` against each ``add@STD`` arm."""
     where = _where(row)
     total, factors = row.get("total"), row["factors"]
     if not factors:
@@ -369,16 +370,20 @@ def factors_verdict(row: Mapping[str, Any]) -> str:
     said = [f"{where}"]
     if total:
         said.append(f": {row['reference']} − add = {_ci(total)} over {total['n']} paired seeds")
-    corrected = [f for f in factors if f.get("p_holm") is not None and f["p_holm"] < ALPHA]
-    raw_only = [f for f in factors if _clear(f) and f not in corrected]
-    unclear = [f for f in factors if not _clear(f)]
-    tested = sum(f.get("p_value") is not None for f in factors)  # a step with no spread has no p: not in the family
-    family = f"Holm's correction over the {tested} steps with a p-value"
-    allowed = "; ".join(f"{f['factor']} (" + ("the same on every seed" if _bound(f) == 0 else
-                                            f"its interval allows effects up to ±{_bound(f):.2f}") + ")" for f in unclear)
+        if total.get("ci") and not _clear(total):
+            said.append(", itself not distinguishable from zero")
+    untested = [f for f in factors if f.get("p_value") is None]  # no spread: every seed moved by the same amount
+    tested = [f for f in factors if f.get("p_value") is not None]
+    corrected = [f for f in tested if f["p_holm"] < ALPHA]
+    raw_only = [f for f in tested if _clear(f) and f not in corrected]
+    unclear = [f for f in tested if not _clear(f)]
+    family = f"Holm's correction over the {len(tested)} steps with a p-value"
+    allowed = "; ".join(f"{f['factor']} ({_allows(f)})" for f in unclear)
     if not corrected and not raw_only:
-        said.append(". No step's 95 % interval excludes zero: at this number of seeds the data can't tell which factor "
-                    f"carries the difference ({allowed})")
+        explained = "which factor carries the difference" if total and total.get("ci") and _clear(total) else \
+            "whether any factor moves the accuracy"
+        said.append(f". No step's 95 % interval excludes zero: at this number of seeds the data can't tell {explained}"
+                    + (f" ({allowed})" if allowed else ""))
     else:
         said.append(f". Steps that carry a difference after {family} (p < {ALPHA}): "
                     + ("; ".join(_name(f) for f in corrected) or "none"))
@@ -387,6 +392,9 @@ def factors_verdict(row: Mapping[str, Any]) -> str:
                         + "; ".join(_name(f) for f in raw_only))
         if unclear:
             said.append(f". Not distinguishable from zero: {allowed}")
+    if untested:
+        said.append(". Not tested (every seed moved by the same amount, so there is no spread to test against): "
+                    + "; ".join(f"{f['factor']} ({f['to']} − {f['from']} {f['mean']:+.2f})" for f in untested))
     for label, d in sorted(row["against_reference"].items()):
         if label.startswith("add@") and d and total:
             ref = row["reference"]
@@ -397,8 +405,7 @@ def factors_verdict(row: Mapping[str, Any]) -> str:
             elif d["ci"][1] < 0:
                 closes = f"{label} is ahead of {ref}: changing only the PE's init scale does more than {ref} here"
             else:
-                closes = (f"with the PE's init scale alone changed, no gap is distinguishable from zero "
-                          f"(the interval allows up to ±{_bound(d):.2f} either way)")
+                closes = f"with the PE's init scale alone changed, no gap is distinguishable from zero ({_allows(d)})"
             said.append(f". Against {label}, {ref} − {label} = {_ci(d)}: {closes}")
     return "".join(said) + "."
 
@@ -441,7 +448,7 @@ def verdict(row: Mapping[str, Any]) -> str:
         said = f"{t} is worse than {b} by {-d['mean']:.2f} points ({interval})"
     else:
         said = (f"no difference between {t} and {b} is distinguishable from zero ({interval}): "
-                f"not detected at ±{max(abs(lo), abs(hi)):.2f} points")
+                f"not detected; the interval allows anything from {lo:+.2f} to {hi:+.2f} points")
     pub = row["published"]
     if pub:
         inside = lo <= pub["difference"] <= hi

@@ -170,7 +170,10 @@ def test_compare_arms_every_arm_against_the_reference_and_the_factor_steps(runs:
     # Holm over the 4 steps with a p-value (normalization's differences have no spread, so no p)
     assert steps["init scale 1.0"]["p_holm"] == pytest.approx(min(1.0, 4 * steps["init scale 1.0"]["p_value"]))
     assert "init scale 1.0 (add@1.0 − add +1.70 [" in text and ", a side comparison" in text
-    assert "Not distinguishable from zero: out of stream (its interval allows effects up to ±" in text
+    assert "Not distinguishable from zero: out of stream (its interval allows anything from -" in text
+    # normalization moved every seed by exactly +2: no spread, no test; said so, not called significant
+    assert "Not tested (every seed moved by the same amount, so there is no spread to test against): normalization (add_norm − add +2.00)" in text
+    assert "Significant before the correction only" not in text
     assert "Against add@1.0, lape − add@1.0 = +0.73 [" in text and "no gap is distinguishable from zero" in text
     assert "| add@1.0 | 3 | 32.70 ± 1.08 | +0.73 [" in arms_table(row)
     table = factors_table(row)
@@ -257,7 +260,7 @@ def test_verdict_for_every_sign_of_the_interval(runs: list[dict], lape: list[flo
     text = verdict(row)
     assert needle in text and "by -" not in text
     if "distinguishable" in text:
-        assert re.search(r"not detected at ±\d+\.\d\d points", text)
+        assert re.search(r"not detected; the interval allows anything from [+-]\d+\.\d\d to [+-]\d+\.\d\d points", text)
 
 
 def test_factor_verdict_for_every_sign_and_the_correction(runs: list[dict]) -> None:
@@ -306,3 +309,12 @@ def test_an_unwritable_out_or_figures_is_an_error_not_a_traceback(runs: list[dic
     for flag in ("--out", "--figures"):
         with pytest.raises(SystemExit, match=r"error: cannot write .*give --out a file path and --figures a path prefix"):
             main([runs[0]["path"], flag, str(blocker / "inside" / "s")])
+
+
+def test_factor_verdict_when_the_total_itself_is_not_distinguishable(runs: list[dict]) -> None:
+    flat = {"add": [30.0, 31.0, 32.0], "add_norm": [30.5, 30.8, 32.2], "lape_shared": [30.2, 31.3, 31.8],
+            "lape": [30.1, 31.2, 32.0]}
+    (row,) = compare_arms([controls_run(runs[0], flat)])
+    text = factors_verdict(row)
+    assert "itself not distinguishable from zero" in text and "whether any factor moves the accuracy" in text
+    assert "which factor carries the difference" not in text
