@@ -118,7 +118,7 @@ def affine_split(norm: nn.LayerNorm, x: torch.Tensor, p: torch.Tensor) -> Affine
 def lambda_coefficients(x: torch.Tensor, p: torch.Tensor, eps: float = 0.0) -> dict[str, torch.Tensor]:
     """The paper's Eq. 6-7 coefficients: LN(x+ω) = λ1·LN(x) + λ2·LN(ω) + λ3·β (per token).
 
-    λ2 = σ_ω / σ_{x+ω} is the share the PE keeps; it shrinks as the residual stream grows.
+    λ2 = σ_ω / σ_{x+ω} is the share the PE keeps; it falls as the tokens get louder next to the PE.
     """
 
     def std(t: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The workbook in a real browser: JupyterLab under headless Chromium (Debian's package, driven by
-# Playwright from PyPI through executable_path), every notebook run with "Run All" in smoke mode,
-# no error, the expected figures, notebook 03's slider changing its figure (tests/test_browser.py,
-# part of the test suite). Screenshots are kept under runs/browser/.
+# Playwright from PyPI through executable_path), every notebook run with "Run All" in smoke mode and
+# checked (every cell run once in order, no error output, figures that decode, formulas typeset,
+# notebook 03's sliders changing its figure), each check proved on a copy broken on purpose
+# (tests/test_browser.py, part of the test suite). Screenshots of failures are kept under runs/browser/.
 #
 #   bash scripts/browser_check.sh
 #

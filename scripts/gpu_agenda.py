@@ -82,6 +82,17 @@ SKIPPABLE = ("reference", "notebooks", "controls")
 
 
 
+def _die_with_parent() -> None:
+    """In a child, before it runs: be killed when the agenda dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG), so a killed agenda leaves no training running."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's own time limits still stop its children
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Atomic (a temp file beside it, renamed over the old one): a kill leaves the old file or the
     new, never half; at most one temp file at a time, as this process writes one file at a time.
@@ -137,7 +148,7 @@ class Agenda:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # this checkout's lape_lib
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **(env or {})},
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
 
         def pump() -> None:
             assert proc.stdout is not None

@@ -1,6 +1,17 @@
 """The workbook in a real browser: JupyterLab under headless Chromium, every notebook run with
-"Run All" as a student would (smoke mode), no error, the expected number of rendered figures,
-and notebook 03's slider changing its figure.
+"Run All" as a student would (smoke mode), then checked:
+
+* every code cell ran, once, in order, in this notebook's fresh kernel (the saved execution
+  counts are exactly 1..N), and the run is called off as soon as Run All stops with cells left;
+* no error output of any kind (a SyntaxError has no "Traceback" line: the saved outputs are read);
+* the expected number of rendered figures, each a decodable image with content;
+* every formula typeset by MathJax (no raw TeX left, no MathJax error nodes);
+* notebook 03's layer and patch sliders each change its figure.
+
+Each check is proved to catch what it is for: deliberately broken copies (a figure cell that
+raises, a figure never shown, a widget callback that ignores its sliders, broken LaTeX, a syntax
+error) must fail it. Kernels are shut down after each notebook; on a failure a screenshot of the
+whole notebook is kept.
 
 Chromium is Debian's package (``.ci/run`` installs it), driven by Playwright from PyPI through
 ``executable_path`` (no browser download: never ``playwright install``). Screenshots go to the
@@ -10,15 +21,21 @@ be had.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +49,7 @@ EXPECTED_IMAGES = {
 }
 TOKEN = "lape-browser-test"
 RUN_ALL_TIMEOUT_S = int(os.environ.get("LAPE_BROWSER_TIMEOUT_S", "600"))  # per notebook
+HALTED_AFTER_S = 6.0  # Run All counts as stopped once the kernel has been idle this long with cells left unrun
 
 pytestmark = [
     pytest.mark.slow,
@@ -100,19 +118,35 @@ def browser(lab: str) -> Iterator[object]:
         browser.close()
 
 
-# Done when every code cell has an execution count, or an error stopped the run.
-_FINISHED = """() => {
-  const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
-  const failed = document.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
-    && [...document.querySelectorAll('.jp-OutputArea-output')].some(o => o.innerText.includes('Traceback'));
-  return failed || (prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.innerText)));
+def _api(lab: str, path: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(f"{lab}{path}", method=method, headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def shut_down_kernels(lab: str) -> None:
+    """End every session and its kernel: one notebook's kernel (2.6 GB for 00) never outlives its test."""
+    for session in _api(lab, "/api/sessions"):
+        _api(lab, f"/api/sessions/{session['id']}", "DELETE")
+
+
+# What the page shows of the open notebook: its cells, each code cell's prompt, the kernel's status.
+_STATE = """() => {
+  const cells = [...document.querySelectorAll('.jp-Notebook .jp-Cell')];
+  const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')].map(p => p.innerText.trim());
+  const indicator = document.querySelector('.jp-Notebook-ExecutionIndicator');
+  return {cells: cells.length, prompts, status: indicator ? indicator.getAttribute('data-status') : null,
+          dialog: !!document.querySelector('.jp-Dialog')};
 }"""
 
 
-_IDLE = "() => !!document.querySelector(\".jp-Notebook-ExecutionIndicator[data-status='idle']\")"
-# Run All took: some code cell is queued or has run.
-_STARTED = """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
-  .some(p => /\\[(\\*|\\d+)\\]/.test(p.innerText))"""
+def _state(page) -> dict[str, Any]:
+    state = page.evaluate(_STATE)
+    numbers = [re.search(r"\[(\d+)\]", p) for p in state["prompts"]]
+    state["numbers"] = [int(m.group(1)) if m else None for m in numbers]
+    state["running"] = any("*" in p for p in state["prompts"])
+    return state
 
 
 def _answer_kernel_dialog(page) -> None:
@@ -124,95 +158,266 @@ def _answer_kernel_dialog(page) -> None:
         dialog.get_by_role("button", name="Select", exact=True).click()
 
 
-def _wait(page, condition: str, seconds: float) -> None:
-    """Wait for a JS condition, answering the kernel dialog whenever it shows up."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
+def _poll(page, done, seconds: float, what: str) -> dict[str, Any]:
+    """Poll the notebook's state until ``done(state)``; answers the kernel dialog meanwhile."""
     deadline = time.monotonic() + seconds
     while True:
+        state = _state(page)
+        if state["dialog"]:
+            _answer_kernel_dialog(page)
+        elif done(state):
+            return state
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {seconds:.0f} s (last seen: {state})")
+        time.sleep(0.5)
+
+
+def run_all(page, n_cells: int) -> tuple[str, dict[str, Any]]:
+    """Run All on an open notebook and wait: returns ("finished" | "halted", last state).
+
+    Ready first: this notebook's kernel idle and all its cells rendered. Run All counts as started
+    only when a prompt turns [*] or changes from what the file showed (a committed [1] is not a
+    start). A student clicks again when nothing starts; so does this. It is over when every code
+    cell is numbered and nothing runs, or as soon as the kernel has sat idle for HALTED_AFTER_S with
+    cells left unrun (an error stops Run All there): no waiting out the timeout.
+    """
+    _poll(page, lambda s: s["cells"] == n_cells and s["status"] == "idle", 180, "the notebook's kernel idle, every cell rendered")
+    before = _state(page)["prompts"]
+    for attempt in range(4):
+        page.keyboard.press("Escape")  # a menu left open by the last try would swallow the click
+        page.get_by_role("menuitem", name="Run", exact=True).click(timeout=15_000)
+        page.get_by_text("Run All Cells", exact=True).click(timeout=15_000)
         try:
-            page.wait_for_function(condition, timeout=5_000, polling=500)
-            return
-        except PlaywrightTimeout:
-            if time.monotonic() > deadline:
+            _poll(page, lambda s: s["running"] or s["prompts"] != before, 30, "Run All started")
+            break
+        except TimeoutError:
+            if attempt == 3:
                 raise
+            print(f"browser test: Run All ran nothing within 30 s (try {attempt + 1}); clicking it again")
+    deadline, idle_since = time.monotonic() + RUN_ALL_TIMEOUT_S, None
+    while True:
+        state = _state(page)
+        if state["dialog"]:
             _answer_kernel_dialog(page)
+        quiet = not state["running"] and state["status"] == "idle"
+        if quiet and all(n is not None for n in state["numbers"]):
+            return "finished", state
+        idle_since = (idle_since or time.monotonic()) if quiet else None
+        if idle_since is not None and time.monotonic() - idle_since > HALTED_AFTER_S:
+            return "halted", state
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Run All still going after {RUN_ALL_TIMEOUT_S} s: {state}")
+        time.sleep(0.5)
 
 
-def run_all(browser: object, lab: str, name: str, shots: Path):
-    """Open a notebook, Run All from the menu, wait for the end; returns the page."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
-    # A workspace of its own, reset: only this notebook is open, so every query below is about it.
-    page.goto(f"{lab}/lab/workspaces/{Path(name).stem}/tree/notebooks/{name}?reset&token={TOKEN}")
-    try:
-        # A Run All sent just after the notebook opens runs nothing now and then (about one open
-        # in three here, with the kernel already idle; once Lab had also swapped the kernel for a
-        # second one). A student would click it again; so does this.
-        for attempt in range(4):
-            _wait(page, _IDLE, 120)
-            _answer_kernel_dialog(page)
-            page.keyboard.press("Escape")  # a menu left open by the last try would swallow the click
+def save_and_read(page, path: Path) -> dict[str, Any]:
+    """Save the notebook from the browser (its toolbar's save button) and read what was saved."""
+    before = path.stat().st_mtime_ns
+    page.locator(".jp-NotebookPanel-toolbar [data-command='docmanager:save']").first.click()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if path.stat().st_mtime_ns != before:
             try:
-                page.get_by_role("menuitem", name="Run", exact=True).click(timeout=15_000)
-                page.get_by_text("Run All Cells", exact=True).click(timeout=15_000)
-                _wait(page, _STARTED, 30)
-                break
-            except PlaywrightTimeout:
-                if attempt == 3:
-                    raise
-                print(f"browser test: Run All ran nothing in {name} within 30 s; clicking it again")
-        _wait(page, _FINISHED, RUN_ALL_TIMEOUT_S)
-    finally:  # on a timeout too: the screenshot shows where the run stood
-        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
-    return page
+                return json.loads(path.read_text())
+            except ValueError:
+                pass  # caught mid-write
+        time.sleep(0.25)
+    raise TimeoutError(f"{path.name} was not saved within 60 s")
 
 
-def tracebacks(page) -> list[str]:
-    return [t for t in page.locator(".jp-OutputArea-output").all_inner_texts() if "Traceback" in t]
+def _image_problem(mime: str, data: Any) -> str | None:
+    """Why an image output is not a real figure (None if it is)."""
+    import numpy as np
+    from PIL import Image
 
-
-def rendered_images(page) -> int:
-    return page.locator(".jp-OutputArea-output img").count()
-
-
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_run_all_in_jupyterlab_shows_every_figure_and_no_error(name: str, lab: str, browser: object, tmp_path: Path) -> None:
-    page = run_all(browser, lab, name, tmp_path)
+    blob = data if isinstance(data, str) else "".join(data)
+    if mime == "image/svg+xml":
+        try:
+            root = ET.fromstring(blob)
+        except ET.ParseError as err:
+            return f"an SVG that does not parse ({err})"
+        return None if len(list(root.iter())) > 5 else "an SVG with nothing drawn"
     try:
-        errors = tracebacks(page)
-        assert not errors, f"{name}: {errors[0][-1500:]}"
-        images = rendered_images(page)
-        assert images == EXPECTED_IMAGES[name], f"{name}: {images} rendered images, expected {EXPECTED_IMAGES[name]}"
-        if name.startswith("03"):
-            figure = page.locator(".jp-OutputArea-output img").last
-            before = figure.get_attribute("src")
-            handle = page.locator(".widget-slider .noUi-handle").last  # the patch slider
-            handle.focus()
-            for _ in range(3):
-                handle.press("ArrowRight")
+        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(blob))).convert("RGB"))
+    except Exception as err:  # noqa: BLE001 - any decoding failure is the finding
+        return f"a {mime} that does not decode ({err})"
+    if min(pixels.shape[:2]) < 20 or pixels.std() < 1.0:
+        return f"a {mime} of {pixels.shape[1]}x{pixels.shape[0]} pixels with no content (std {pixels.std():.2f})"
+    return None
+
+
+def saved_problems(nb: dict[str, Any]) -> list[str]:
+    """What the saved notebook shows went wrong: cells not run once each in order, error outputs
+    (of any kind), images that are not figures."""
+    problems = []
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    counts = [c.get("execution_count") for c in code]
+    if counts != list(range(1, len(code) + 1)):
+        first = next((i for i, (c, want) in enumerate(zip(counts, range(1, len(code) + 1))) if c != want), 0)
+        problems.append(f"code cells did not each run once, in order, in a fresh kernel: execution counts {counts} "
+                        f"(first off at code cell {first}: {''.join(code[first]['source'])[:80]!r})")
+    for i, cell in enumerate(code):
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "error":
+                problems.append(f"code cell {i} raised {out['ename']}: {out['evalue'][:300]}")
+            for mime, data in out.get("data", {}).items():
+                if mime.startswith("image/") and (why := _image_problem(mime, data)):
+                    problems.append(f"code cell {i} shows {why}")
+    return problems
+
+
+# Per cell in order: is it markdown, how many typeset formulas it holds; and MathJax error nodes anywhere.
+_MATH = """() => ({
+  cells: [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map(c => ({
+    markdown: c.classList.contains('jp-MarkdownCell'),
+    typeset: c.querySelectorAll('mjx-container').length,
+    text: c.classList.contains('jp-MarkdownCell') ? (c.querySelector('.jp-RenderedMarkdown') || {innerText: ''}).innerText : ''})),
+  errors: document.querySelectorAll('mjx-merror, .MathJax_Error').length,
+})"""
+
+
+def math_problems(page, nb: dict[str, Any], seconds: float = 30) -> list[str]:
+    """Every markdown cell that has TeX must show typeset formulas and no raw $...$ left; no
+    MathJax error nodes. Typesetting is asynchronous: waits up to ``seconds`` for it."""
+    # TeX outside code spans (`$LAPE_DATA` is a shell variable, not a formula)
+    wants = [c["cell_type"] == "markdown" and "$" in re.sub(r"`[^`]*`", "", "".join(c["source"])) for c in nb["cells"]]
+    deadline = time.monotonic() + seconds
+    while True:
+        seen = page.evaluate(_MATH)
+        problems = [f"{seen['errors']} MathJax error node(s)"] if seen["errors"] else []
+        for i, (want, cell) in enumerate(zip(wants, seen["cells"])):
+            if want and (cell["typeset"] == 0 or re.search(r"\$[^$\s][^$]*\$", cell["text"])):
+                problems.append(f"markdown cell {i} shows raw TeX: {cell['text'][:120]!r}")
+        if not problems or time.monotonic() > deadline:
+            return problems
+        time.sleep(1.0)
+
+
+def slider_problems(page) -> list[str]:
+    """Notebook 03's explorer: moving the layer slider and the patch slider each changes the figure."""
+    problems = []
+    sliders = page.locator(".jp-OutputArea-output .widget-slider")
+    if sliders.count() != 2:
+        return [f"the explorer shows {sliders.count()} slider(s), expected 2 (layer, patch)"]
+    for index, what in ((0, "layer"), (1, "patch")):
+        before = page.locator(".jp-OutputArea-output img").last.get_attribute("src")
+        handle = sliders.nth(index).locator(".noUi-handle")
+        handle.focus()
+        handle.press("ArrowRight")
+        try:
             page.wait_for_function("([src]) => { const imgs = [...document.querySelectorAll('.jp-OutputArea-output img')];"
                                    " return imgs.length && imgs[imgs.length - 1].getAttribute('src') !== src; }",
                                    arg=[before], timeout=60_000)
-            page.screenshot(path=str(tmp_path / "03_after_slider.png"), full_page=True)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: the finding
+            problems.append(f"moving the {what} slider did not change the figure within 60 s")
+    return problems
+
+
+def screenshot_whole(page, path: Path) -> None:
+    """The whole notebook, not the visible part: the viewport grown to the notebook's height."""
+    height = page.evaluate("() => Math.max(...[...document.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook')]"
+                           ".map(e => e.scrollHeight), 1000)")
+    page.set_viewport_size({"width": 1400, "height": min(int(height) + 200, 30_000)})
+    page.screenshot(path=str(path), full_page=True)
+
+
+def exercise(browser: Any, lab: str, lab_root: Path, name: str, shots: Path, expected_images: int | None,
+             sliders: bool = False) -> list[str]:
+    """Open ``notebooks/name`` in its own workspace, Run All, and return every problem found."""
+    path = lab_root / "notebooks" / name
+    n_cells = len(json.loads(path.read_text())["cells"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    problems: list[str] = []
+    try:
+        # A workspace of its own, reset: only this notebook is open, so every query is about it.
+        page.goto(f"{lab}/lab/workspaces/{Path(name).stem}/tree/notebooks/{name}?reset&token={TOKEN}")
+        outcome, state = run_all(page, n_cells)
+        if outcome == "halted":
+            unrun = next(i for i, n in enumerate(state["numbers"]) if n is None)
+            problems.append(f"Run All stopped with code cell {unrun} and later ones unrun")
+        nb = save_and_read(page, path)
+        problems += saved_problems(nb)
+        images = page.locator(".jp-OutputArea-output img").count()
+        if expected_images is not None and images != expected_images:
+            problems.append(f"{images} rendered images, expected {expected_images}")
+        problems += math_problems(page, nb)
+        if sliders and outcome == "finished":
+            problems += slider_problems(page)
+    except Exception as err:  # noqa: BLE001 - a timeout is a problem to report with its screenshot
+        problems.append(f"{type(err).__name__}: {err}")
     finally:
+        if problems:
+            screenshot_whole(page, shots / f"{Path(name).stem}.png")
+            print(f"browser test: {name}: screenshot {shots / (Path(name).stem + '.png')}")
         page.close()
+        shut_down_kernels(lab)
+    return problems
 
 
-def test_a_notebook_with_a_figure_removed_fails_the_check(lab: str, lab_root: Path, browser: object, tmp_path: Path) -> None:
-    """The figure count is not vacuous: notebook 01 with its per-layer figure closed unshown (the
-    kind of slip a refactor makes) renders one image fewer than EXPECTED_IMAGES asks for."""
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_run_all_in_jupyterlab_runs_every_cell_and_shows_every_figure(name: str, lab: str, lab_root: Path, browser: object,
+                                                                      tmp_path: Path) -> None:
+    problems = exercise(browser, lab, lab_root, name, tmp_path, EXPECTED_IMAGES[name], sliders=name.startswith("03"))
+    assert not problems, f"{name}: " + "\n".join(problems)
+
+
+def broken_copy(lab_root: Path, source: str, target: str, edit) -> str:
+    """A copy of ``source`` with ``edit(cells)`` applied, next to the real notebooks."""
     import nbformat
 
-    name = "01_affine_argument.ipynb"
-    nb = nbformat.read(lab_root / "notebooks" / name, as_version=4)
-    cell = next(c for c in nb.cells if "plot_layer_similarity(models" in c.source)
+    nb = nbformat.read(lab_root / "notebooks" / source, as_version=4)
+    edit(nb.cells)
+    nbformat.write(nb, lab_root / "notebooks" / target)
+    return target
+
+
+def _after_check(cells: list, new: Any) -> None:
+    """Insert ``new`` right after the parameters' check cell (early: a failure there stops the run soon)."""
+    i = next(i for i, c in enumerate(cells) if "check(globals()" in c.source)
+    cells.insert(i + 1, new)
+
+
+def _figure_raises(cells: list) -> None:
+    cell = next(c for c in cells if "plot_layer_similarity(models" in c.source)
+    cell.source = "raise RuntimeError('figure broken on purpose')\n" + cell.source
+
+
+def _figure_unshown(cells: list) -> None:
+    cell = next(c for c in cells if "plot_layer_similarity(models" in c.source)
     cell.source += "\nplt.close(fig)  # broken on purpose: the figure is never shown"
-    nbformat.write(nb, lab_root / "notebooks" / "01_broken.ipynb")
-    page = run_all(browser, lab, "01_broken.ipynb", tmp_path)
-    try:
-        assert not tracebacks(page)
-        assert rendered_images(page) == EXPECTED_IMAGES[name] - 1
-    finally:
-        page.close()
+
+
+def _syntax_error(cells: list) -> None:
+    import nbformat
+
+    _after_check(cells, nbformat.v4.new_code_cell("x = (1,  # broken on purpose"))
+
+
+def _broken_latex(cells: list) -> None:
+    import nbformat
+
+    _after_check(cells, nbformat.v4.new_markdown_cell(r"Broken on purpose: $\frac{1}{2$ and $\mathrm{LN}(x$"))
+
+
+def _dead_callback(cells: list) -> None:
+    cell = next(c for c in cells if "def show(layer=1, patch=start):" in c.source)
+    cell.source = cell.source.replace("def show(layer=1, patch=start):\n",
+                                      "def show(layer=1, patch=start):\n    layer, patch = 1, start  # broken on purpose: ignores the sliders\n")
+
+
+@pytest.mark.parametrize(("source", "edit", "expected", "needle"), [
+    ("01_affine_argument.ipynb", _figure_raises, None, "raised RuntimeError: figure broken on purpose"),
+    ("01_affine_argument.ipynb", _figure_unshown, EXPECTED_IMAGES["01_affine_argument.ipynb"], "rendered images, expected"),
+    ("01_affine_argument.ipynb", _syntax_error, None, "raised SyntaxError"),
+    ("01_affine_argument.ipynb", _broken_latex, None, ("shows raw TeX", "MathJax error node")),
+    ("03_per_layer_pe.ipynb", _dead_callback, None, "slider did not change the figure"),
+], ids=["figure-raises", "figure-never-shown", "syntax-error", "broken-latex", "dead-widget-callback"])
+def test_each_check_catches_what_it_is_for(source: str, edit, expected: int | None, needle: str, lab: str, lab_root: Path,
+                                           browser: object, tmp_path: Path) -> None:
+    """The checks are not vacuous: each deliberately broken copy fails the one meant to catch it."""
+    name = broken_copy(lab_root, source, f"broken_{edit.__name__.strip('_')}.ipynb", edit)
+    problems = exercise(browser, lab, lab_root, name, tmp_path, expected, sliders=source.startswith("03"))
+    needles = needle if isinstance(needle, tuple) else (needle,)
+    assert any(n in p for p in problems for n in needles), f"{name}: the check did not fire; problems seen: {problems}"
+    if edit in (_figure_raises, _syntax_error):
+        assert any("Run All stopped with code cell" in p for p in problems)  # and it said so without waiting out the timeout

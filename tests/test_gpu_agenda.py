@@ -103,6 +103,9 @@ def test_a_kill_at_any_second_leaves_files_that_parse(tmp_path: Path, when: str)
     time.sleep(random.Random(when).uniform(0, 1.5))  # a second of no one's choosing, repeatable
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
+    time.sleep(1.0)
+    left = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes of the killed agenda still running: {left}"  # its children die with it
     assert_out_comes_back(out)
     files = parsed(out)
     assert "agenda.json" in files and files["agenda.json"]["schema"] == 1

@@ -1,0 +1,50 @@
+"""Test accuracy of every arm of a run at initialization (before any step), beside its first epochs.
+
+    python scripts/init_accuracy.py results/cpu_controls_d7/results.json --out results/cpu_controls_d7/init_accuracy.json
+
+Each arm is rebuilt exactly as the trainer draws it (its seed, pe and join spec) and evaluated on
+the run's own test images (the same data, subset and normalization), so "where did the arms
+start" can be read beside the history in results.json: a gap after the first epoch is a gap in
+the starting functions only if it was there at step 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from lape_lib.augment import BatchAugment
+from lape_lib.train import TrainConfig, build_model, evaluate, load_data, resolve_device
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    run = json.loads(Path(args.results).read_text())
+    cfg = TrainConfig(**{**run["config"], "progress": False, "device": "cpu", "out_dir": None})
+    data = load_data(cfg)
+    device = resolve_device("cpu")
+    aug = BatchAugment(cfg.augment, data.mean, data.std, data.num_classes)
+    batches = [(data.test_x[i:i + 500], data.test_y[i:i + 500]) for i in range(0, data.n_test, 500)]
+    rows = {}
+    for name, arm in run["arms"].items():
+        torch.manual_seed(arm["seed"])  # the trainer's draw for this arm
+        model = build_model(cfg, arm["pe"], arm.get("arm", arm["join"]), data.num_classes).to(device)
+        at_init = evaluate(model, batches, aug, torch.float32, device, 1)["test_acc"]
+        rows[name] = {"arm": arm.get("arm", arm["join"]), "seed": arm["seed"], "test_acc_init": at_init,
+                      "test_acc_by_epoch": [h.get("test_acc") for h in arm["history"]]}
+        print(f"{name:28s} init {at_init:5.1f} %  then " + " ".join(f"{a:.1f}" for a in rows[name]["test_acc_by_epoch"]))
+    out = {"results": args.results, "data_source": data.source, "n_test": data.n_test, "arms": rows,
+           "command": "python scripts/init_accuracy.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])}
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
