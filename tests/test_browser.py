@@ -44,7 +44,7 @@ from lape_lib.workbook import NOTEBOOK_DIR, NOTEBOOKS
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The figures each notebook shows in smoke mode (static figures and 01's diagram; 03's explorer renders one more).
 EXPECTED_IMAGES = {
-    "00_setup.ipynb": 2, "01_affine_argument.ipynb": 3, "02_train_vitlite_cifar.ipynb": 1,
+    "00_setup.ipynb": 2, "01_affine_argument.ipynb": 4, "02_train_vitlite_cifar.ipynb": 1,
     "03_per_layer_pe.ipynb": 3, "04_pe_types_and_joins.ipynb": 2,
 }
 TOKEN = "lape-browser-test"
