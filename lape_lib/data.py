@@ -506,8 +506,8 @@ STANDIN_PER_CLASS = {"cifar10": (50, 20), "cifar100": (5, 2)}  # train, test ima
 def make_standin(name: str, seed: int = 0) -> ImageData:
     """A small CIFAR-shaped stand-in for ``name`` (32 x 32 RGB, its number of classes), made here:
     what smoke mode reads when no copy of the real data is found. Each class is a colour and a
-    stripe direction under noise, so a model can learn something; the ``source`` says plainly that
-    this is not CIFAR, and every printed result of a smoke run on it says so through it."""
+    stripe direction under noise, so a model can learn something; the ``source`` (which every load
+    and every results.json reports) and the class names say plainly that this is not CIFAR."""
     classes_n = EXPECTED_COUNTS[name][0]
     per_train, per_test = STANDIN_PER_CLASS[name]
     g = torch.Generator().manual_seed(seed)

@@ -96,13 +96,13 @@ def check(namespace: Mapping[str, Any], spec: Mapping[str, Param], *, quiet: boo
             raise ValueError(f"parameter {name}={value!r} must be a positive number" + (" or None" if type(None) in types else ""))
         if p.minimum is not None and value is not None and not value >= p.minimum:
             raise ValueError(f"parameter {name}={value!r} must be >= {p.minimum:g}" + (" or None" if type(None) in types else ""))
+        items = [] if value is None else list(value) if p.each else [value]  # None (where allowed): left to a preset
         if p.choices is not None:
-            items = list(value) if p.each else [value]
             bad = [v for v in items if v not in p.choices]
             if bad:
                 raise ValueError(f"parameter {name}={value!r}: {bad[0]!r} is not valid; choose from {list(p.choices)}")
         if p.parse is not None:
-            for item in list(value) if p.each else [value]:
+            for item in items:
                 try:
                     p.parse(item)
                 except ValueError as err:

@@ -8,9 +8,11 @@ the machine, and a value the user sets always wins.
 =========  ==================================================================================
 ``cpu``    minutes on a 2-core CPU: ViT-Lite cut to 2 layers, 2,000 CIFAR-10 images, 6 epochs
            (notebook 04: the toy position task with a 64-wide model).
-``class``  a class period on one GPU (a Colab T4): the full-width model on all of CIFAR-10 for
-           15 epochs without augmentation (04: the toy task, 4 layers); the notebook measures
-           this device and prints its estimate before it trains.
+``class``  a class period on one GPU (a Colab T4): the full model on all of CIFAR-10 without
+           augmentation; notebook 02 trains ``add``, ``add@1.0`` and ``lape`` on seeds 0-2 for 8
+           epochs (as many image-steps as 5 arms x 15 epochs), so it ends with intervals of its own
+           (04: the toy task, 4 layers); the notebook measures this device and prints its estimate
+           before it trains.
 ``paper``  the recipe: 300 + 10 epochs of Compact Transformers' CIFAR settings.
 ``auto``   ``cpu`` without a GPU, ``class`` with one. Never ``paper``: that is asked for by name.
 =========  ==================================================================================
@@ -27,15 +29,18 @@ PRESETS = ("auto", "cpu", "class", "paper")
 _PAPER_RUN: dict[str, Any] = {"model_overrides": {}, "n_train": None, "n_test": None, "epochs": 300, "warmup_epochs": 10,
                               "cooldown_epochs": 10, "batch_size": 128, "lr": None, "augment": True}
 
+_CONTROL_ARMS = ["add", "add@1.0", "add_norm", "lape_shared", "lape"]
 SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "02_train_vitlite_cifar.ipynb": {
         # Measured: a full ViT-Lite-7/4 trains at 60-125 images/s on 2 cores, so the CPU run keeps its
         # width but cuts it to 2 layers and drops the heavy augmentation, which pays off over hundreds of epochs.
         "cpu": {"model_overrides": {"depth": 2}, "n_train": 2000, "n_test": 1000, "epochs": 6, "warmup_epochs": 1,
-                "cooldown_epochs": 0, "batch_size": 64, "lr": 1e-3, "augment": False},
-        "class": {"model_overrides": {}, "n_train": None, "n_test": None, "epochs": 15, "warmup_epochs": 2,
-                  "cooldown_epochs": 0, "batch_size": 128, "lr": 1e-3, "augment": False},
-        "paper": _PAPER_RUN,
+                "cooldown_epochs": 0, "batch_size": 64, "lr": 1e-3, "augment": False, "joins": _CONTROL_ARMS, "seeds": [0]},
+        # Three seeds of the scale comparison: enough for paired intervals in a class period.
+        "class": {"model_overrides": {}, "n_train": None, "n_test": None, "epochs": 8, "warmup_epochs": 1,
+                  "cooldown_epochs": 0, "batch_size": 128, "lr": 1e-3, "augment": False,
+                  "joins": ["add", "add@1.0", "lape"], "seeds": [0, 1, 2]},
+        "paper": {**_PAPER_RUN, "joins": _CONTROL_ARMS, "seeds": [0]},
     },
     "04_pe_types_and_joins.ipynb": {
         "cpu": {"dataset": "toy", "model_overrides": {"depth": 2, "dim": 64, "num_heads": 2}, "n_train": 1000,

@@ -115,7 +115,9 @@ def _describe(values: Sequence[float]) -> dict[str, Any]:
 def paired_difference(treatment: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
     """Mean of ``treatment - baseline`` over paired seeds, a Student-t interval and a paired t-test.
 
-    With one pair there is no spread: the interval and p-value are None.
+    With one pair there is no spread: the interval and p-value are None. Nor with pairs that all
+    differ by the same amount (``no_spread``: a std at rounding level, which a t-test would turn
+    into an absurdly small p): there is nothing to test against.
     """
     from scipy import stats
 
@@ -126,6 +128,9 @@ def paired_difference(treatment: Sequence[float], baseline: Sequence[float], con
                            "t": None, "p_value": None, "per_seed": d.tolist()}
     if len(d) > 1:
         sd = float(d.std(ddof=1))
+        if sd <= 1e-9 * max(1.0, abs(out["mean"])):
+            out.update(std=0.0, no_spread=True)
+            return out
         half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1)) * sd / math.sqrt(len(d))
         out.update(std=sd, ci=[out["mean"] - half, out["mean"] + half])
         if sd > 0:
@@ -365,15 +370,15 @@ def factors_verdict(row: Mapping[str, Any]) -> str:
     total, factors = row.get("total"), row["factors"]
     if not factors:
         return f"{where}: no factor step can be formed from these arms ({sorted(row['arms'])})."
-    if any(f.get("ci") is None for f in factors):
+    if any(f.get("ci") is None and not f.get("no_spread") for f in factors):
         return f"{where}: too few paired seeds for intervals; the factor steps cannot be told apart."
     said = [f"{where}"]
     if total:
         said.append(f": {row['reference']} − add = {_ci(total)} over {total['n']} paired seeds")
         if total.get("ci") and not _clear(total):
             said.append(", itself not distinguishable from zero")
-    untested = [f for f in factors if f.get("p_value") is None]  # no spread: every seed moved by the same amount
-    tested = [f for f in factors if f.get("p_value") is not None]
+    untested = [f for f in factors if f.get("no_spread")]  # every seed moved by the same amount: nothing to test
+    tested = [f for f in factors if not f.get("no_spread")]
     corrected = [f for f in tested if f["p_holm"] < ALPHA]
     raw_only = [f for f in tested if _clear(f) and f not in corrected]
     unclear = [f for f in tested if not _clear(f)]
@@ -399,7 +404,8 @@ def factors_verdict(row: Mapping[str, Any]) -> str:
         if label.startswith("add@") and d and total:
             ref = row["reference"]
             if d["ci"] is None:
-                closes = "too few seeds to say whether the PE's init scale alone closes the gap"
+                closes = ("every seed differs by the same amount: no spread to test" if d.get("no_spread") else
+                          "too few seeds to say whether the PE's init scale alone closes the gap")
             elif d["ci"][0] > 0:
                 closes = f"a gap remains when only the PE's init scale is changed ({ref} ahead)"
             elif d["ci"][1] < 0:
@@ -437,6 +443,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def verdict(row: Mapping[str, Any]) -> str:
     """One honest sentence on whether the paired runs show a gain, and how it compares with the paper."""
     d = row["difference"]
+    if d is not None and d.get("no_spread"):
+        return (f"{_where(row)}: every one of the {d['n']} paired seeds differs by the same {d['mean']:+.2f} points "
+                f"({row['treatment']} − {row['baseline']}): no spread, so no interval or test.")
     if d is None or d["ci"] is None:
         return f"{row['model']} ({row['pe']}): too few paired seeds for an interval."
     lo, hi = d["ci"]

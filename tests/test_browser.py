@@ -8,9 +8,9 @@
 * every formula typeset by MathJax (no raw TeX left, no MathJax error nodes);
 * notebook 03's layer and patch sliders each change its figure.
 
-Each check is proved to catch what it is for: deliberately broken copies (a figure cell that
-raises, a figure never shown, a widget callback that ignores its sliders, broken LaTeX, a syntax
-error) must fail it. Kernels are shut down after each notebook; on a failure a screenshot of the
+Each check is proved to catch what it is for: deliberately broken copies must fail it (a cell
+that bumps the execution count; a figure cell that raises and a syntax error; a figure never shown;
+a blank figure; broken LaTeX; a widget callback that ignores its sliders). Kernels are shut down after each notebook; on a failure a screenshot of the
 whole notebook is kept.
 
 Chromium is Debian's package (``.ci/run`` installs it), driven by Playwright from PyPI through
@@ -172,42 +172,97 @@ def _poll(page, done, seconds: float, what: str) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def run_all(page, n_cells: int) -> tuple[str, dict[str, Any]]:
-    """Run All on an open notebook and wait: returns ("finished" | "halted", last state).
+def kernel_of(lab: str, name: str) -> dict[str, Any] | None:
+    """The server's view of this notebook's kernel (id, execution_state), or None before it has one."""
+    for session in _api(lab, "/api/sessions"):
+        if session.get("path", "").endswith(f"notebooks/{name}") and session.get("kernel"):
+            return session["kernel"]
+    return None
 
-    Ready first: this notebook's kernel idle and all its cells rendered. Run All counts as started
-    only when a prompt turns [*] or changes from what the file showed (a committed [1] is not a
-    start). A student clicks again when nothing starts; so does this. It is over when every code
-    cell is numbered and nothing runs, or as soon as the kernel has sat idle for HALTED_AFTER_S with
-    cells left unrun (an error stops Run All there): no waiting out the timeout.
-    """
-    _poll(page, lambda s: s["cells"] == n_cells and s["status"] == "idle", 180, "the notebook's kernel idle, every cell rendered")
-    before = _state(page)["prompts"]
-    for attempt in range(4):
-        page.keyboard.press("Escape")  # a menu left open by the last try would swallow the click
-        page.get_by_role("menuitem", name="Run", exact=True).click(timeout=15_000)
-        page.get_by_text("Run All Cells", exact=True).click(timeout=15_000)
-        try:
-            _poll(page, lambda s: s["running"] or s["prompts"] != before, 30, "Run All started")
-            break
-        except TimeoutError:
-            if attempt == 3:
-                raise
-            print(f"browser test: Run All ran nothing within 30 s (try {attempt + 1}); clicking it again")
-    deadline, idle_since = time.monotonic() + RUN_ALL_TIMEOUT_S, None
+
+def wait_ready(page, lab: str, name: str, n_cells: int) -> str:
+    """Until this notebook's cells are all rendered with their prompts, its toolbar says idle, and
+    the server has had one kernel for it, idle, for two polls in a row (Lab has swapped a kernel
+    just after opening a notebook, dropping the Run All it had queued). Returns the kernel's id."""
+    deadline, last = time.monotonic() + 180, None
     while True:
         state = _state(page)
         if state["dialog"]:
             _answer_kernel_dialog(page)
-        quiet = not state["running"] and state["status"] == "idle"
-        if quiet and all(n is not None for n in state["numbers"]):
-            return "finished", state
-        idle_since = (idle_since or time.monotonic()) if quiet else None
-        if idle_since is not None and time.monotonic() - idle_since > HALTED_AFTER_S:
-            return "halted", state
+        kernel = kernel_of(lab, name)
+        rendered = state["cells"] == n_cells and all(re.fullmatch(r"\[.*\]:?", p) for p in state["prompts"])
+        ok = rendered and state["status"] == "idle" and kernel is not None and kernel.get("execution_state") == "idle"
+        if ok and last == kernel["id"]:
+            return kernel["id"]
+        last = kernel["id"] if ok else None
         if time.monotonic() > deadline:
-            raise TimeoutError(f"Run All still going after {RUN_ALL_TIMEOUT_S} s: {state}")
-        time.sleep(0.5)
+            raise TimeoutError(f"{name}: not ready in 180 s (page: {state}; kernel: {kernel})")
+        time.sleep(1.0)
+
+
+def _click_run_all(page, restart: bool) -> None:
+    page.keyboard.press("Escape")  # a menu left open by the last try would swallow the click
+    if restart:  # a fresh kernel, so the saved execution counts are again 1..N
+        page.get_by_role("menuitem", name="Kernel", exact=True).click(timeout=15_000)
+        page.get_by_text("Restart Kernel and Run All Cells…", exact=True).click(timeout=15_000)
+        page.locator(".jp-Dialog .jp-mod-accept").click(timeout=15_000)  # "Restart"
+    else:
+        page.get_by_role("menuitem", name="Run", exact=True).click(timeout=15_000)
+        page.get_by_text("Run All Cells", exact=True).click(timeout=15_000)
+
+
+# Whether the page shows an error (a traceback, or "SomeError: ..." as a SyntaxError prints) in an output.
+_ERROR_SHOWN = r"""() => [...document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+  .some(o => /Traceback|\w+(Error|Exception|Interrupt)\s*:/.test(o.innerText))"""
+
+
+def run_all(page, lab: str, name: str, n_cells: int) -> tuple[str, dict[str, Any]]:
+    """Run All on an open notebook and wait: returns ("finished" | "halted", last state).
+
+    Ready first (``wait_ready``). Run All counts as started only when a prompt turns [*] or shows
+    a number it did not show before (a committed [1] is not a start); a student clicks again when
+    nothing starts, and so does this. It is over when every code cell is numbered and nothing
+    runs, or as soon as the kernel has sat idle for HALTED_AFTER_S with cells left unrun: no
+    waiting out the timeout. A run that stopped with no error shown (a kernel swapped under it,
+    as Lab does now and then on a loaded machine) is restarted once, as a student would, with
+    "Restart Kernel and Run All"; one that stopped on an error is reported as it is.
+    """
+    wait_ready(page, lab, name, n_cells)
+    before = _state(page)["numbers"]
+
+    def started(s: dict[str, Any]) -> bool:
+        return s["running"] or any(n is not None and n != b for n, b in zip(s["numbers"], before))
+
+    for restart in (False, True):
+        for attempt in range(4):
+            _click_run_all(page, restart)
+            try:
+                _poll(page, started, 30, "Run All started")
+                break
+            except TimeoutError:
+                if attempt == 3:
+                    raise
+                print(f"browser test: {name}: Run All ran nothing within 30 s (try {attempt + 1}); clicking it again")
+        deadline, idle_since = time.monotonic() + RUN_ALL_TIMEOUT_S, None
+        while True:
+            state = _state(page)
+            if state["dialog"]:
+                _answer_kernel_dialog(page)
+            quiet = not state["running"] and state["status"] == "idle"
+            if quiet and all(n is not None for n in state["numbers"]):
+                return "finished", state
+            idle_since = (idle_since or time.monotonic()) if quiet else None
+            if idle_since is not None and time.monotonic() - idle_since > HALTED_AFTER_S:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Run All still going after {RUN_ALL_TIMEOUT_S} s: {state}")
+            time.sleep(0.5)
+        if restart or page.evaluate(_ERROR_SHOWN):
+            return "halted", state
+        unrun = next(i for i, n in enumerate(state["numbers"]) if n is None)
+        print(f"browser test: {name}: Run All stopped at code cell {unrun} with no error shown; restarting the kernel and running all again")
+        before = [None] * len(state["numbers"])
+    return "halted", state
 
 
 def save_and_read(page, path: Path) -> dict[str, Any]:
@@ -318,6 +373,7 @@ def screenshot_whole(page, path: Path) -> None:
     height = page.evaluate("() => Math.max(...[...document.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook')]"
                            ".map(e => e.scrollHeight), 1000)")
     page.set_viewport_size({"width": 1400, "height": min(int(height) + 200, 30_000)})
+    page.evaluate("() => document.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook').forEach(e => { e.scrollTop = 0; })")
     page.screenshot(path=str(path), full_page=True)
 
 
@@ -331,7 +387,7 @@ def exercise(browser: Any, lab: str, lab_root: Path, name: str, shots: Path, exp
     try:
         # A workspace of its own, reset: only this notebook is open, so every query is about it.
         page.goto(f"{lab}/lab/workspaces/{Path(name).stem}/tree/notebooks/{name}?reset&token={TOKEN}")
-        outcome, state = run_all(page, n_cells)
+        outcome, state = run_all(page, lab, name, n_cells)
         if outcome == "halted":
             unrun = next(i for i, n in enumerate(state["numbers"]) if n is None)
             problems.append(f"Run All stopped with code cell {unrun} and later ones unrun")
@@ -399,6 +455,18 @@ def _broken_latex(cells: list) -> None:
     _after_check(cells, nbformat.v4.new_markdown_cell(r"Broken on purpose: $\frac{1}{2$ and $\mathrm{LN}(x$"))
 
 
+def _blank_figure(cells: list) -> None:
+    cell = next(c for c in cells if "plot_layer_similarity(models" in c.source)
+    cell.source += "\nblank = plt.figure(figsize=(2, 2)); blank.gca().axis('off'); plt.show()  # broken on purpose: an empty figure"
+
+
+def _counts_off(cells: list) -> None:
+    import nbformat
+
+    _after_check(cells, nbformat.v4.new_code_cell(
+        "get_ipython().run_cell('pass', store_history=True)  # broken on purpose: a second execution in one cell"))
+
+
 def _dead_callback(cells: list) -> None:
     cell = next(c for c in cells if "def show(layer=1, patch=start):" in c.source)
     cell.source = cell.source.replace("def show(layer=1, patch=start):\n",
@@ -411,7 +479,10 @@ def _dead_callback(cells: list) -> None:
     ("01_affine_argument.ipynb", _syntax_error, None, "raised SyntaxError"),
     ("01_affine_argument.ipynb", _broken_latex, None, ("shows raw TeX", "MathJax error node")),
     ("03_per_layer_pe.ipynb", _dead_callback, None, "slider did not change the figure"),
-], ids=["figure-raises", "figure-never-shown", "syntax-error", "broken-latex", "dead-widget-callback"])
+    ("01_affine_argument.ipynb", _blank_figure, None, "with no content"),
+    ("01_affine_argument.ipynb", _counts_off, None, "did not each run once, in order"),
+], ids=["figure-raises", "figure-never-shown", "syntax-error", "broken-latex", "dead-widget-callback", "blank-figure",
+        "execution-counts-off"])
 def test_each_check_catches_what_it_is_for(source: str, edit, expected: int | None, needle: str, lab: str, lab_root: Path,
                                            browser: object, tmp_path: Path) -> None:
     """The checks are not vacuous: each deliberately broken copy fails the one meant to catch it."""

@@ -318,3 +318,11 @@ def test_factor_verdict_when_the_total_itself_is_not_distinguishable(runs: list[
     text = factors_verdict(row)
     assert "itself not distinguishable from zero" in text and "whether any factor moves the accuracy" in text
     assert "which factor carries the difference" not in text
+
+
+def test_an_equal_shift_on_every_seed_is_not_a_significant_one(runs: list[dict]) -> None:
+    """Differences equal up to float rounding (std 2e-15) must not become p = 1e-31."""
+    d = paired_difference([31.9, 32.2, 30.1], [29.9, 30.2, 28.1])
+    assert d["no_spread"] and d["p_value"] is None and d["ci"] is None and d["mean"] == pytest.approx(2.0)
+    (row,) = compare([controls_run(runs[0], {"add": [29.9, 30.2, 28.1], "lape": [31.9, 32.2, 30.1]})])
+    assert "every one of the 3 paired seeds differs by the same +2.00 points (lape − add): no spread" in verdict(row)
