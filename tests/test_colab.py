@@ -10,6 +10,8 @@ import pytest
 
 import lape_lib.colab as colab
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def fake_colab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -53,3 +55,22 @@ def test_every_notebook_offers_drive_and_installs_from_one_source() -> None:
         check = next(c for c in nb.cells if "check(globals()" in c.source)
         assert "storage(p.output_dir, p.use_drive)" in check.source, name
     assert len(installs) == 1, "the install cell (repository URL and ref) is the same in every notebook"
+
+
+def test_the_install_source_is_pinned_to_this_release() -> None:
+    """LAPE_SOURCE names a fixed ref: the tag of pyproject's version (or a full commit), never a branch."""
+    import importlib.util
+    import tomllib
+
+    spec = importlib.util.spec_from_file_location("set_source", ROOT / "scripts" / "set_source.py")
+    set_source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(set_source)
+    specs = set(set_source.sources().values())
+    assert len(specs) == 1
+    ref = set_source.pinned_ref(specs.pop())
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert ref == f"v{version}" or len(ref) == 40, f"LAPE_SOURCE pins {ref}, but this is version {version}"
+    for bad in ("git+https://github.com/o/r@main", "git+https://github.com/o/r", "https://github.com/o/r@v1.0.0",
+                "git+https://github.com/o/r@abc123"):
+        with pytest.raises(ValueError, match="tag vX.Y.Z or a 40-hex commit"):
+            set_source.pinned_ref(bad)
