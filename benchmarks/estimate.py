@@ -18,7 +18,9 @@ import time
 from dataclasses import replace
 
 from lape_lib.augment import AugmentConfig
-from lape_lib.train import TrainConfig, environment, estimate_minutes, train
+from lape_lib.config import TrainConfig
+from lape_lib.speed import estimate_minutes
+from lape_lib.train import environment, train
 
 from _table import merge_row  # benchmarks/ itself: on the path when run as a script
 

@@ -51,7 +51,7 @@ def time_loader(root: Path, workers: int, batch_size: int, img_size: int) -> flo
     order = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(0))
     if data.n_train < 3 * batch_size:
         raise SystemExit(f"--images gives {data.n_train} training images: fewer than 3 batches of {batch_size}")
-    batches = data.train_batches(0, 0, order, batch_size, rank=0, world=1)
+    batches = data.seed_batches(0, 0, order, batch_size, rank=0, world=1)
     next(batches)  # workers started and warm
     t0, seen = time.perf_counter(), 0
     for x, _ in batches:

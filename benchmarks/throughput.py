@@ -27,7 +27,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lape_lib import create_model
-from lape_lib.train import environment, measure_throughput, param_groups, soft_cross_entropy
+from lape_lib.speed import measure_throughput
+from lape_lib.train import environment, param_groups, soft_cross_entropy
 
 from _table import merge_row  # benchmarks/ itself: on the path when run as a script
 

@@ -194,9 +194,8 @@ def _token_std(t: torch.Tensor) -> torch.Tensor:
 def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, Any]]:
     """``pe_share`` of every absolute-PE arm of a ``train`` results dict (its first seed), at init
     (rebuilt from the same seed) and trained, on the run's first ``n_images`` test images."""
+    from .config import TrainConfig, arm_label, arm_name, initial_model, load_data
     from .data import ImageData
-    from .report import arm_label
-    from .train import TrainConfig, arm_name, build_model, load_data
 
     cfg = TrainConfig(**{**results["config"], "progress": False})
     data = load_data(cfg)
@@ -209,8 +208,7 @@ def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, An
         if arm["seed"] != seed or arm["pe"] in ("none", "rpe") or arm["join"] == "per_layer_pe":
             continue
         label = arm_label(arm)
-        torch.manual_seed(seed)  # the trainer's init for this arm
-        initial = cast(VisionTransformer, build_model(cfg, arm["pe"], label, data.num_classes))
+        initial = cast(VisionTransformer, initial_model(cfg, seed, arm["pe"], label, data.num_classes))
         trained = results.get("models", {}).get(arm_name(seed, arm["pe"], label))
         at_init = pe_share(initial, images)
         rows.append({"arm": label, "pe": arm["pe"], "join": arm["join"], "sigma_tokens": at_init["sigma_tokens"],

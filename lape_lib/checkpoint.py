@@ -15,58 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .files import atomic_write, hash_tensor
+
 FORMAT = 1
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint belongs to another configuration."""
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temp files of ``path`` left by writers that were killed (their pid is gone)."""
-    for tmp in path.parent.glob(f".{path.name}.tmp*"):
-        pid = tmp.name[len(f".{path.name}.tmp"):].partition("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
-
-    The temp name is unique (pid and a random part), so concurrent writers never share one, and
-    temp files of killed writers are removed on the next write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp{os.getpid()}-", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _leaves(obj: Any, prefix: str = ""):
@@ -95,9 +56,7 @@ def payload_digest(state: dict[str, Any], everything: bool = True) -> str:
     h = hashlib.sha256()
     for key, leaf in _leaves(state):
         if isinstance(leaf, torch.Tensor):
-            t = leaf.detach().cpu().contiguous()
-            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            hash_tensor(h, key, leaf)
         elif everything:
             h.update(f"{key}|{type(leaf).__name__}|{leaf!r}|".encode())
     return h.hexdigest()

@@ -12,20 +12,21 @@ says where it read from (``ImageData.source``).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import tarfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
+from . import hub
+from .files import atomic_write, sha256_file, tensors_sha256
+from .images import CIFAR10_CLASSES, Batch, DataError, decode_image, epoch_order, is_image_file, stack_images
 from .notebook import smoke_mode
 
 DATASETS = ("cifar10", "cifar100")
@@ -39,17 +40,11 @@ _ARCHIVE_SUFFIXES = (".tar", ".tar.xz", ".tar.gz", ".tgz")
 # (classes, train images per class, test images per class): what a complete copy holds, whatever
 # its source; a damaged archive can end early (tarfile takes a bad header for the end) and look fine.
 EXPECTED_COUNTS = {"cifar10": (10, 5000, 1000), "cifar100": (100, 500, 100)}
-# CIFAR-10's class names in label order (for copies that do not carry them, and the stand-in).
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "LAPE_CIFAR_MIRROR"  # a base URL that serves cifar-10-python.tar.gz / cifar-100-python.tar.gz
 DOWNLOAD_TRIES = 2  # per source
 RETRY_WAIT_S = 5.0
-
-
-class DataError(RuntimeError):
-    """Data that is missing, corrupt or in no layout we read; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +83,24 @@ class ImageData:
         """What the images are, wherever and in whatever format they were read: a sha256 of the
         tensors (labels included). Runs on other data never resume each other or share a report row."""
         return "sha256:" + _tensors_digest({k: getattr(self, k).cpu() for k in _CACHE_KEYS})
+
+    def train_batches(self, seeds: list[int], epoch: int, batch_size: int, rank: int, world: int,
+                      device: torch.device) -> Iterator[Batch]:
+        """See ``images.ImageDataset``: the images are indexed where they are held (on the device)."""
+        orders = {s: epoch_order(s, epoch, self.n_train, self.train_y.device) for s in seeds}
+        for step in range(self.n_train // batch_size):
+            batch = {}
+            for s in seeds:
+                idx = orders[s][step * batch_size:(step + 1) * batch_size][rank::world]
+                batch[s] = (self.train_x[idx].to(device), self.train_y[idx].to(device))
+            yield batch
+
+    def eval_batches(self, rank: int, world: int, device: torch.device,
+                     batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """See ``images.ImageDataset``."""
+        x_all, y_all = self.test_x[rank::world], self.test_y[rank::world]
+        for i in range(0, len(y_all), batch_size):
+            yield x_all[i:i + batch_size].to(device), y_all[i:i + batch_size].to(device)
 
     def __repr__(self) -> str:
         return (
@@ -160,8 +173,6 @@ def _download(name: str, target: Path, cache: bool) -> ImageData:
     """Download ``name`` into ``target`` and load it: the Hub, then torchvision, each tried
     ``DOWNLOAD_TRIES`` times; a copy that fails its checks counts as a failed try. The error,
     when all fail, names every source and what each said."""
-    from . import hub
-
     def from_hub() -> ImageData:
         folder = hub.fetch(name, target)
         try:
@@ -198,8 +209,6 @@ def _find_source(name: str, root: Path) -> tuple[str, Path] | None:
         return ("archive", root) if root.name.endswith(_ARCHIVE_SUFFIXES) else None
     if (root / _TORCHVISION_DIRS[name]).is_dir():
         return "torchvision", root / _TORCHVISION_DIRS[name]
-    from . import hub
-
     if (hub.folder_for(name, root) / hub.MARKER).is_file():  # written last: a finished download
         return "hub", hub.folder_for(name, root)
     for folder in (root / name, root):
@@ -253,8 +262,6 @@ def _load_source(name: str, kind: str, path: Path, cache: bool) -> ImageData:
         classes = tuple(train[2])
         arrays = (train[0], train[1], test[0], test[1])
     elif kind == "hub":
-        from . import hub
-
         arrays, classes = hub.read(name, path)
     else:
         arrays, classes = _read_imagefolder(path) if kind == "imagefolder" else _read_archive(path)
@@ -267,8 +274,6 @@ def _load_source(name: str, kind: str, path: Path, cache: bool) -> ImageData:
 
 def _describe(name: str, kind: str, path: Path) -> str:
     if kind == "hub":
-        from . import hub
-
         info = hub.marker(path, name)
         return f"hub:{info['repo']}@{info['revision']} ({path})"
     return f"{kind}:{path}"
@@ -291,8 +296,6 @@ def _source_key(name: str, kind: str, path: Path) -> str:
                          for p in path.rglob("*") if p.is_file())
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     if kind == "hub":
-        from . import hub
-
         info = hub.marker(path, name)  # checked as a whole: every file read is hashed
         for f, expected in info["sha256"].items():
             digest = sha256_file(path / f) if (path / f).is_file() else "missing"
@@ -301,14 +304,6 @@ def _source_key(name: str, kind: str, path: Path) -> str:
                                 f"{expected} (from {path / hub.MARKER}). Delete {path} and download again.")
         return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()
     return hashlib.sha256(str(path.resolve()).encode()).hexdigest()  # torchvision checks its own md5s
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -331,26 +326,6 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> tu
         ) from err
     x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
     return x, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)
-
-
-def _decode(blob: bytes, where: str, size: int | None = None) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            rgb = im.convert("RGB")
-            if size is not None and rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-            return np.asarray(rgb)
-    except Exception as err:
-        raise DataError(f"cannot decode image {where}: {err}") from err
-
-
-def stack_images(images: list[np.ndarray], where: str) -> torch.Tensor:
-    """Decoded H x W x 3 images as one uint8 (N, 3, H, W) tensor; refused, naming ``where``, when
-    their sizes differ."""
-    sizes = {im.shape for im in images}
-    if len(sizes) != 1:
-        raise DataError(f"{where} holds images of several sizes {sorted(sizes)}; expected one size")
-    return torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy())
 
 
 def _stack(items: dict[str, list[tuple[str, str, np.ndarray]]], classes: tuple[str, ...], where: Path):
@@ -376,9 +351,9 @@ def _read_imagefolder(folder: Path, size: int | None = None):
     items: dict[str, list] = {"train": [], "test": []}
     for path in sorted(folder.glob("*/*/*")):
         where = _split_class(path.relative_to(folder).parts)
-        if where is None or not path.is_file():
+        if where is None or not path.is_file() or not is_image_file(path.name):
             continue
-        items[where[0]].append((where[1], path.name, _decode(path.read_bytes(), str(path), size)))
+        items[where[0]].append((where[1], path.name, decode_image(path.read_bytes(), str(path), size)))
     classes = tuple(sorted({r[0] for r in items["train"]}))
     return _stack(items, classes, folder), classes
 
@@ -389,10 +364,10 @@ def _read_archive(path: Path):
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 where = _split_class(tuple(Path(member.name).parts))
-                if where is None or not member.isfile():
+                if where is None or not member.isfile() or not is_image_file(Path(member.name).name):
                     continue
                 blob = tar.extractfile(member).read()  # type: ignore[union-attr]
-                items[where[0]].append((where[1], Path(member.name).name, _decode(blob, f"{member.name} in {path}")))
+                items[where[0]].append((where[1], Path(member.name).name, decode_image(blob, f"{member.name} in {path}")))
     except DataError:
         raise
     except Exception as err:  # tarfile, lzma, zlib and bz2 each raise their own kind on a damaged file
@@ -406,19 +381,13 @@ _CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y")
 
 
 def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in _CACHE_KEYS:
-        h.update(key.encode())
-        h.update(tensors[key].contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return tensors_sha256(((key, tensors[key]) for key in _CACHE_KEYS), layout=False)
 
 
 def _write_cache(path: Path, data: ImageData) -> None:
     """Write the decoded tensors with a sha256 of their content; the cache is only an
     optimisation, so a failure (an unwritable folder, a full disk) warns and leaves no temp file."""
     from safetensors.torch import save_file
-
-    from .checkpoint import atomic_write
 
     tensors = {k: getattr(data, k).contiguous() for k in _CACHE_KEYS}
     meta = {"classes": json.dumps(data.classes), "sha256": _tensors_digest(tensors)}

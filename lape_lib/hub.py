@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from .data import CIFAR10_CLASSES, DataError, _decode, sha256_file, stack_images
+from .files import atomic_write, sha256_file
+from .images import CIFAR10_CLASSES, DataError, decode_image, stack_images
 
 HUB_REPOS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100"}
 HUB_REVISION_ENV = "LAPE_HUB_REVISION"
@@ -64,8 +65,6 @@ def split_files(filenames: list[str]) -> dict[str, list[str]]:
 def fetch(name: str, root: Path) -> Path:
     """Download ``name``'s parquet files from the Hub into ``folder_for(name, root)``; returns it."""
     from huggingface_hub import HfApi, hf_hub_download
-
-    from .checkpoint import atomic_write
 
     repo, asked = HUB_REPOS[name], revision()
     info = HfApi().dataset_info(repo, revision=asked, files_metadata=True)
@@ -172,7 +171,7 @@ def read(name: str, folder: Path) -> tuple[Arrays, tuple[str, ...]]:
             cells = table.column(image).to_pylist()
             for i, cell in enumerate(cells):
                 blob = cell["bytes"] if isinstance(cell, dict) else cell
-                xs.append(_decode(blob, f"row {i} of {path}"))
+                xs.append(decode_image(blob, f"row {i} of {path}"))
             ys.extend(table.column(label).to_pylist())
         arrays.append(stack_images(xs, f"{folder} ({split})"))
         arrays.append(torch.tensor(ys, dtype=torch.int64))

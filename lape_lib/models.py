@@ -336,27 +336,26 @@ class VisionTransformer(nn.Module):
         return [bias() for bias in self.rel_pos]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batch (B, C, H, W) to the final-normed tokens (B, N, D)."""
+        """Image batch (B, C, H, W) to the final-normed tokens (B, N, D).
+
+        Each layer's PE (``layer_pes``) enters in one place: the residual stream before the layer
+        for the in-stream joins, the attention input after ``norm1`` for the out-of-stream ones.
+        """
         x = self.tokenizer(x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        pes, biases = self.layer_pes(), self.layer_attn_biases()
-        if self.join in OUT_OF_STREAM_JOINS:
+        out_of_stream = self.join in OUT_OF_STREAM_JOINS
+        # Input dropout: a ViT (add, add_norm) drops tokens + P; the official code's share/unshare
+        # ablations and the out-of-stream joins drop the tokens alone. Differs only when drop > 0.
+        drop_with_pe = self.join in ("add", "add_norm")
+        if not drop_with_pe:
             x = self.pos_drop(x)
-            for block, pe, bias in zip(self.blocks, pes, biases):
-                x = block(x, pe, bias)
-            return self.norm(x)
-        # The official code's share/unshare ablations drop the tokens before adding P; a ViT
-        # (add, add_norm) drops tokens + P. Only differs when ModelConfig.drop > 0.
-        drop_first = self.join in ("add_every_layer", "per_layer_pe")
-        for i, (block, pe, bias) in enumerate(zip(self.blocks, pes, biases)):
-            if i == 0 and drop_first:
-                x = self.pos_drop(x)
-            if pe is not None:
+        for i, (block, pe, bias) in enumerate(zip(self.blocks, self.layer_pes(), self.layer_attn_biases())):
+            if pe is not None and not out_of_stream:
                 x = x + pe
-            if i == 0 and not drop_first:
+            if i == 0 and drop_with_pe:
                 x = self.pos_drop(x)
-            x = block(x, attn_bias=bias)
+            x = block(x, pe if out_of_stream else None, bias)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -385,34 +384,37 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def valid_combination(pe: str, join: str) -> bool:
-    """Whether a PE type and a join can go together.
+def combination_problem(pe: str, join: str) -> str | None:
+    """Why a PE type and a join cannot go together, or None if they can: the pe/join rules, stated
+    once (``valid_combination``, model building and the trainer's messages all read them here).
 
-    A PE-based join needs a PE, a per-layer PE a learnable one, and a relative bias takes
-    ``add`` or ``lape`` only.
+    A join that places or transforms a PE needs one; a per-layer PE needs a learnable one; a
+    relative bias acts on the attention logits and takes ``add`` or ``lape`` only.
     """
-    if pe == "rpe":
-        return join in RPE_JOINS
-    return (pe != "none" or join == "add") and (join != "per_layer_pe" or pe == "learnable")
+    if pe not in PE_TYPES:
+        return f"unknown pe {pe!r}; choose one of {PE_TYPES}"
+    if join not in JOINS:
+        return f"unknown join {join!r}; choose one of {JOINS}"
+    if pe == "none" and join != "add":
+        return f"join={join!r} needs a position embedding, but pe='none'; use join='add' with pe='none'"
+    if pe == "rpe" and join not in RPE_JOINS:
+        return (f"pe='rpe' (a relative bias on the attention logits) takes join {' or '.join(map(repr, RPE_JOINS))}, "
+                f"got join={join!r}; the other joins act on an absolute PE")
+    if join == "per_layer_pe" and pe != "learnable":
+        return (f"join='per_layer_pe' learns a separate PE per layer and needs pe='learnable', got pe={pe!r} "
+                "(a fixed PE repeated per layer is join='add_every_layer')")
+    return None
+
+
+def valid_combination(pe: str, join: str) -> bool:
+    """Whether a PE type and a join can go together (see ``combination_problem``)."""
+    return combination_problem(pe, join) is None
 
 
 def _check_choices(cfg: ModelConfig, pe: str, join: str) -> None:
-    if pe not in PE_TYPES:
-        raise ValueError(f"unknown pe {pe!r}; choose one of {PE_TYPES}")
-    if join not in JOINS:
-        raise ValueError(f"unknown join {join!r}; choose one of {JOINS}")
-    if pe == "none" and join != "add":
-        raise ValueError(f"join={join!r} needs a position embedding, but pe='none'; use join='add' with pe='none'")
-    if pe == "rpe" and join not in RPE_JOINS:
-        raise ValueError(
-            f"pe='rpe' (a relative bias on the attention logits) takes join 'add' or 'lape', got join={join!r}; "
-            "the other joins act on an absolute PE"
-        )
-    if join == "per_layer_pe" and pe != "learnable":
-        raise ValueError(
-            f"join='per_layer_pe' learns a separate PE per layer and needs pe='learnable', got pe={pe!r} "
-            "(a fixed PE repeated per layer is join='add_every_layer')"
-        )
+    problem = combination_problem(pe, join)
+    if problem is not None:
+        raise ValueError(problem)
     for name in ("depth", "num_heads", "dim", "patch_size", "conv_layers", "conv_kernel", "conv_hidden"):
         value = getattr(cfg, name)
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from .analysis import pe_similarity, per_layer_attn_bias, per_layer_pe
 from .models import VisionTransformer
-from .report import arm_label
+from .config import arm_label
 
 
 def central_patch(grid: tuple[int, int]) -> int:
@@ -67,6 +67,34 @@ def plot_layer_similarity(
     assert image is not None  # every model has at least one layer
     fig.colorbar(image, ax=axes, shrink=0.6, label="cosine similarity")
     return fig
+
+
+def explore_similarity(models: Mapping[str, VisionTransformer], patch: int | None = None, interactive: bool = True) -> None:
+    """One patch's PE similarity map per model, at one layer: with a layer slider and a patch slider
+    where ipywidgets is installed and ``interactive`` (notebook 03's explorer), else the figure
+    for layer 1 and ``patch`` (None: a central one)."""
+    sims = {join: pe_similarity(per_layer_pe(m)) for join, m in models.items()}
+    grid = next(iter(models.values())).grid
+    start = central_patch(grid) if patch is None else patch
+
+    def show(layer: int = 1, patch: int = start) -> None:
+        fig, axes = plt.subplots(1, len(sims), figsize=(3.2 * len(sims), 3), squeeze=False)
+        for ax, (join, s) in zip(axes[0], sims.items()):
+            ax.imshow(s[layer - 1, patch].reshape(grid).numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+            ax.plot(patch % grid[1], patch // grid[1], "x", color="black", ms=10, mew=2)
+            ax.set_title(f"{join}: layer {layer}, patch {patch}")
+            ax.axis("off")
+        plt.show()
+
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        widgets = None
+    if interactive and widgets is not None:
+        depth = len(next(iter(sims.values())))
+        widgets.interact(show, layer=widgets.IntSlider(1, 1, depth), patch=widgets.IntSlider(start, 0, grid[0] * grid[1] - 1))
+    else:
+        show()
 
 
 def plot_layer_attn_bias(models: Mapping[str, VisionTransformer], patch: int | None = None) -> Figure:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .config import REPORT_FREE_FIELDS, RESULTS_SCHEMA, arm_label
+
 # ICCV 2023 paper, Table 2 (CIFAR, learnable PE, 300 epochs, mean of 5 seeds, no spread given) and
 # Table 1 (ImageNet-1K, 300 epochs): (default "add", LaPE) top-1 in %. See ../shared/docs/recipe.md.
 PUBLISHED: dict[tuple[str, str], tuple[float, float]] = {
@@ -54,8 +56,8 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return runs
 
 
-# The results.json layouts this report reads (lape_lib.train.RESULTS_SCHEMA; a file without "schema" is 1).
-KNOWN_SCHEMAS = (1, 2)
+# The results.json layouts this report reads (the trainer writes RESULTS_SCHEMA; a file without "schema" is 1).
+KNOWN_SCHEMAS = tuple(range(1, RESULTS_SCHEMA + 1))
 
 
 def _check_results(run: Any, file: Path) -> None:
@@ -88,9 +90,6 @@ def _check_results(run: Any, file: Path) -> None:
         raise ValueError(f"{file}: no arm has a final test_acc (arms[...].final.test_acc); nothing to compare")
 
 
-# Config fields that may differ between runs of one comparison (what pairs them, or bookkeeping).
-_FREE_FIELDS = ("seeds", "joins", "pes", "out_dir", "device", "compile", "compile_mode", "eval_every", "progress",
-                "save_weights", "data_root", "download")
 
 # Model overrides that leave the architecture as published (so its published figure applies):
 # lape_lib's names (ModelConfig) and timm's.
@@ -139,11 +138,6 @@ def paired_difference(treatment: Sequence[float], baseline: Sequence[float], con
     return out
 
 
-def arm_label(arm: Mapping[str, Any]) -> str:
-    """An arm's label within its run: its join as specified (``add``, ``add@1.0``, ``lape``...)."""
-    return str(arm.get("arm", arm["join"]))  # results from before JOIN@STD have only "join"
-
-
 def arm_labels(runs: Sequence[Mapping[str, Any]]) -> set[str]:
     """Every arm label that ``runs`` hold."""
     return {arm_label(arm) for run in runs for arm in run["arms"].values()}
@@ -174,7 +168,7 @@ def _groups(runs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None, all
                 continue
             # What the images were is part of the setting: runs on different data never share a row
             # (results from before schema 2 carry no identity, and group as they always did).
-            setting = json.dumps({**{k: v for k, v in cfg.items() if k not in _FREE_FIELDS},
+            setting = json.dumps({**{k: v for k, v in cfg.items() if k not in REPORT_FREE_FIELDS},
                                   "data_identity": run.get("data_identity")}, sort_keys=True)
             key = (cfg["dataset"], _model_label(cfg), arm["pe"], int(cfg["epochs"]), setting)
             group = groups.setdefault(key, {"acc": {}, "sources": [], "wall_s": 0.0, "devices": set()})

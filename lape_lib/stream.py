@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import derive_seed
-from .data import IMAGENET_MEAN_STD, DataError, balanced_indices, imagefolder_splits
+from .data import IMAGENET_MEAN_STD, balanced_indices, imagefolder_splits
+from .images import IMAGE_SUFFIXES, Batch, DataError, epoch_order, is_image_file
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
 EVAL_CROP_FRACTION = 0.875  # DeiT: resize to img_size / 0.875, then a centre crop of img_size
 
 
@@ -41,7 +41,7 @@ class FolderSplit(Dataset):
 
         self.samples = sorted(
             (str(p), classes.index(p.parent.name)) for p in folder.glob("*/*")
-            if p.suffix in IMAGE_SUFFIXES and p.parent.name in classes
+            if is_image_file(p.name) and p.parent.name in classes
         )
         if not self.samples:
             raise DataError(f"{folder} holds no images under <class>/ (looked for {', '.join(IMAGE_SUFFIXES[:5])})")
@@ -119,19 +119,29 @@ class StreamingImageFolder:
     def n_test(self) -> int:
         return len(self.test)
 
-    def train_batches(self, seed: int, epoch: int, order: torch.Tensor, batch_size: int, rank: int, world: int
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This process's share of each global batch of ``order`` (drop_last), as uint8 images and labels."""
+    def train_batches(self, seeds: list[int], epoch: int, batch_size: int, rank: int, world: int,
+                      device: torch.device) -> Iterator[Batch]:
+        """See ``images.ImageDataset``: the order stays on the host, where the loader's workers read
+        and crop the images; the batches move to ``device`` as they arrive."""
+        streams = [self.seed_batches(s, epoch, epoch_order(s, epoch, self.n_train), batch_size, rank, world) for s in seeds]
+        for items in zip(*streams):
+            yield {s: (x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for s, (x, y) in zip(seeds, items)}
+
+    def seed_batches(self, seed: int, epoch: int, order: torch.Tensor, batch_size: int, rank: int, world: int
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One seed's share of each global batch of ``order`` (drop_last), as uint8 images and labels on the host."""
         order = order.cpu()
         steps = len(order) // batch_size
         batches = [[(i, seed, epoch) for i in order[s * batch_size:(s + 1) * batch_size][rank::world].tolist()]
                    for s in range(steps)]
         return iter(self._loader(self.train, batches))
 
-    def eval_batches(self, batch_size: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This process's share (every world-th image) of the test split, in fixed order."""
+    def eval_batches(self, rank: int, world: int, device: torch.device,
+                     batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """See ``images.ImageDataset``."""
         mine = list(range(rank, len(self.test), world))
-        return iter(self._loader(self.test, [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]))
+        for x, y in self._loader(self.test, [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]):
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def _loader(self, split: FolderSplit, batches: list[list[Any]]) -> DataLoader:
         # Its own generator: the loader's base seed (unused, every crop is seeded per sample) is then

@@ -13,15 +13,14 @@ written atomically after every epoch and a killed run resumes from it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,242 +30,18 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import AugmentConfig, BatchAugment, derive_seed
-from .checkpoint import CheckpointMismatchError, atomic_write, load_checkpoint, pid_alive, save_checkpoint, save_weights
-from .data import DATASETS, EXPECTED_COUNTS, QUADRANTS, DataError, ImageData, load_cifar, load_imagefolder, make_position_toy
+from .checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint, save_weights
+from .config import (DATASET_CHOICES, PRECISIONS, RECIPES, RESULTS_SCHEMA, TrainConfig, arm_name, initial_model, load_data,
+                     parse_join)
+from .files import lock_run_folder, tensors_sha256, write_json
 from .graphs import GraphedStep, load_optimizer_state, portable_optimizer_state, set_lr
-from .models import JOINS, VisionTransformer, create_model, describe, list_models, resolve_config, valid_combination
+from .images import Batch, DataError, ImageDataset
+from .models import JOINS, VisionTransformer, describe, list_models
 from .pos_embed import PE_TYPES
 from .stack import SeedStack, adamw, split_weight_decay
-from .stream import StreamingImageFolder, open_imagefolder
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
-RECIPES = ("cifar10", "cifar100", "deit")
-DATASET_CHOICES = DATASETS + ("toy", "imagefolder")
-TIMM_PREFIX = "timm/"
 CHECKPOINT = "checkpoint.pt"  # in the run's output folder, rewritten atomically after every epoch
-# The layout of results.json: 2 added schema, data_identity and data_sources (files without "schema" are 1).
-RESULTS_SCHEMA = 2
-TOY_SIZES = (2000, 500)  # the toy set's train and test images when n_train / n_test are None
 NO_PROGRESS_ENV = "LAPE_NO_PROGRESS"  # set (lape_lib.workbook does): no progress bar, which papermill would save frozen
-# Fields that do not change what is computed: a checkpoint may be resumed under other values.
-_RUNTIME_FIELDS = ("out_dir", "device", "compile", "compile_mode", "cuda_graph", "eval_every", "progress", "save_weights", "data_root",
-                   "workers", "download")
-
-
-@dataclass
-class TrainConfig:
-    """A training run as plain values. Defaults: the Compact Transformers CIFAR-10 recipe."""
-
-    model: str = "vit_lite_7_4"
-    joins: tuple[str, ...] = ("add", "lape")  # each a join, or JOIN@STD: its learnable PE initialized with that std
-    pes: tuple[str, ...] = ("learnable",)
-    seeds: tuple[int, ...] = (0,)
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    dataset: str = "cifar10"  # cifar10 | cifar100 | toy | imagefolder (needs data_root)
-    data_root: str | None = None
-    stream: bool = False  # imagefolder only: read images from disk in DataLoader workers (ImageNet-scale)
-    workers: int = 8  # DataLoader workers when streaming
-    img_size: int = 32
-    download: bool = False
-    n_train: int | None = None
-    n_test: int | None = None
-    epochs: int = 300
-    cooldown_epochs: int = 10
-    warmup_epochs: int = 10
-    batch_size: int = 128
-    lr: float = 5.5e-4
-    warmup_lr: float = 1e-5
-    min_lr: float = 1e-5
-    weight_decay: float = 0.06
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mix_off_epoch: int | None = 175  # CIFAR-10 turns mixup/cutmix off after this epoch; None (or -1): never
-    precision: str = "auto"
-    compile: bool = False
-    compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs) on a GPU
-    stack_seeds: bool = False  # train the seeds of each (pe, join) as one vmapped model (lape_lib.stack)
-    cuda_graph: bool = False  # replay each model's whole step from one CUDA graph (lape_lib.graphs): GPU, bf16/fp32
-    device: str = "auto"
-    eval_every: int = 1
-    out_dir: str | None = None
-    save_weights: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.augment, dict):
-            kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
-            self.augment = AugmentConfig(**kwargs)
-        self.joins, self.pes, self.seeds = tuple(self.joins), tuple(self.pes), tuple(int(s) for s in self.seeds)
-        if self.mix_off_epoch == -1:  # the command line's and the notebooks' spelling of "never"
-            self.mix_off_epoch = None
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad value and what would be valid."""
-        if self.model.startswith(TIMM_PREFIX):
-            import timm
-
-            if not timm.is_model(self.model[len(TIMM_PREFIX):]):
-                raise ValueError(f"unknown timm model {self.model!r}; see timm.list_models('*vit*') or '*deit*'")
-            bad = [j for j in self.joins if j not in ("add", "lape")] + [p for p in self.pes if p != "learnable"]
-            if bad:
-                raise ValueError(f"timm models run with joins 'add'/'lape' and pe 'learnable' only, got {bad[0]!r}")
-        elif self.model not in list_models():
-            raise ValueError(f"unknown model {self.model!r}; choose one of {list_models()} or 'timm/<name>'")
-        else:  # a bad override fails here, before any data is read
-            resolve_config(self.model, self.model_overrides, "learnable", "add")
-        for j in self.joins:
-            parse_join(j)
-        for name in ("joins", "pes", "seeds"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} {list(values)} names {sorted({v for v in values if values.count(v) > 1})} twice; "
-                                 "each arm is trained once")
-        arms = [parse_join(j) for j in self.joins]
-        for i, arm in enumerate(arms):  # add@1.0 and add@1 are one arm: trained twice, they would pair with themselves
-            if arm in arms[:i]:
-                raise ValueError(f"joins {list(self.joins)} name the same arm twice ({self.joins[arms.index(arm)]!r} and "
-                                 f"{self.joins[i]!r}); each arm is trained once")
-        for p in self.pes:
-            if p not in PE_TYPES:
-                raise ValueError(f"unknown pe {p!r}; choose from {PE_TYPES}")
-        if self.dataset not in DATASET_CHOICES:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASET_CHOICES}")
-        if self.dataset == "imagefolder" and not self.data_root:
-            raise ValueError("dataset='imagefolder' needs data_root: a folder with train/<class>/ and val/<class>/")
-        if self.stream and self.dataset != "imagefolder":
-            raise ValueError(f"stream=True reads an ImageFolder tree from disk; dataset {self.dataset!r} is held in memory")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        a = self.augment
-        if self.dataset == "toy" and (a.flip or a.crop_scale is not None or a.randaug_ops > 0):
-            raise ValueError(
-                "dataset='toy' labels are positions, which flips, crops and RandAugment's geometry change; "
-                "use augment=AugmentConfig.off() (CLI: --no-augment)"
-            )
-        if self.cuda_graph and self.compile:
-            raise ValueError("cuda_graph and compile are alternatives: the graph captures the eager step; choose one")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
-        if not self.joins or not self.pes or not self.seeds:
-            raise ValueError("joins, pes and seeds each need at least one value")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("cooldown_epochs", "warmup_epochs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.warmup_epochs >= self.epochs and self.epochs > 1:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
-        if self.mix_off_epoch is not None and self.mix_off_epoch < 0:
-            raise ValueError(f"mix_off_epoch must be an epoch >= 0, or None / -1 for never; got {self.mix_off_epoch}")
-        for name in ("lr", "min_lr", "warmup_lr", "weight_decay"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("n_train", "n_test"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a number of images >= 1, or None for the whole split; got {value!r}")
-        for name in ("img_size", "eval_every"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.dataset in DATASETS and self.img_size != 32:  # CIFAR's images are 32 x 32; nothing resizes them
-            raise ValueError(f"img_size {self.img_size} with dataset {self.dataset!r}: its images are 32 x 32; use img_size=32")
-        for s in self.seeds:
-            if not 0 <= s < 2**31:
-                raise ValueError(f"seed {s} is out of range; seeds are integers in [0, 2**31)")
-        if self.out_dir is not None and not str(self.out_dir).strip():
-            raise ValueError("out_dir is empty; give a folder, or None to write nothing")
-        if self.device != "auto":
-            try:
-                kind = torch.device(self.device).type
-            except (RuntimeError, TypeError):
-                kind = None
-            if kind not in ("cpu", "cuda", "mps"):  # 'meta' and the like hold no data to train on
-                raise ValueError(f"unknown device {self.device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-        if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {COMPILE_MODES}")
-        if not self.arms():
-            raise ValueError(f"no (pe, join) combination of pes {list(self.pes)} and joins {list(self.joins)} can work: "
-                             "pe 'none' takes join 'add' only, 'rpe' takes 'add' or 'lape', 'per_layer_pe' needs 'learnable'")
-
-    @classmethod
-    def recipe(cls, name: str | None = None, **overrides: Any) -> TrainConfig:
-        """A recipe's defaults (one of ``RECIPES``) under ``overrides``; an override of None keeps
-        the recipe's value. Without a name: CIFAR-100's recipe for ``dataset="cifar100"``, else CIFAR-10's."""
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        if name is None:
-            name = "cifar100" if overrides.get("dataset") == "cifar100" else "cifar10"
-        if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; choose one of {RECIPES}")
-        makers: dict[str, Callable[..., TrainConfig]] = {"cifar10": cls, "cifar100": cls.cifar100, "deit": cls.deit}
-        return makers[name](**overrides)
-
-    @classmethod
-    def cifar100(cls, **overrides: Any) -> TrainConfig:
-        """Compact Transformers' CIFAR-100 recipe: CIFAR-10's with lr 6e-4, warmup from 1e-6, and
-        mixup/cutmix kept on to the end."""
-        return cls(**{"dataset": "cifar100", "lr": 6e-4, "warmup_lr": 1e-6, "mix_off_epoch": None, **overrides})
-
-    @classmethod
-    def deit(cls, **overrides: Any) -> TrainConfig:
-        """DeiT's ImageNet recipe (Touvron et al. 2021) for ``timm/deit_*`` models at 224 px.
-
-        AdamW lr 5e-4 x batch/512, wd 0.05, 300 epochs (5 warmup from 1e-6, cooldown 10),
-        RandAugment m9, mixup 0.8 / cutmix 1.0 throughout, random erasing 0.25, crops from
-        8-100 % of the image (taken in the loader's workers: the images are streamed from disk).
-        Not included: repeated augmentation and EMA.
-        """
-        batch = overrides.get("batch_size", 1024)
-        base: dict[str, Any] = dict(
-            model="timm/deit_tiny_patch16_224", joins=("add", "lape"), dataset="imagefolder", stream=True, img_size=224,
-            batch_size=batch, lr=5e-4 * batch / 512, warmup_lr=1e-6, min_lr=1e-5, weight_decay=0.05, epochs=300,
-            warmup_epochs=5, cooldown_epochs=10, mix_off_epoch=None, model_overrides={"drop_path_rate": 0.1},
-            augment=AugmentConfig(crop_scale=(0.08, 1.0)),
-        )
-        return cls(**{**base, **overrides})
-
-    @property
-    def total_epochs(self) -> int:
-        return self.epochs + self.cooldown_epochs
-
-    def arms(self) -> list[tuple[int, str, str]]:
-        """Every (seed, pe, join) this run trains, skipping combinations that cannot work (and a
-        ``JOIN@STD`` for a PE that has no init std: only a learnable one has)."""
-        return [(s, p, j) for s in self.seeds for p in self.pes for j in self.joins
-                if valid_combination(p, parse_join(j)[0]) and (parse_join(j)[1] is None or p == "learnable")]
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
-
-    def fingerprint(self) -> dict[str, Any]:
-        d = self.to_dict()
-        return {k: v for k, v in d.items() if k not in _RUNTIME_FIELDS}
-
-
-def parse_join(spec: str) -> tuple[str, float | None]:
-    """``"add"`` -> ("add", None); ``"add@1.0"`` -> ("add", 1.0): a join and, optionally, the init std
-    of its learnable PE (default: the model's ``pe_init_std``, 0.2). Raises ValueError naming the bad part."""
-    join, sep, std_text = str(spec).partition("@")
-    if join not in JOINS:
-        raise ValueError(f"unknown join {join!r} in {spec!r}; choose from {JOINS}, optionally as JOIN@STD (e.g. add@1.0)")
-    if not sep:
-        return join, None
-    try:
-        std = float(std_text)
-    except ValueError:
-        std = float("nan")
-    if not (math.isfinite(std) and std > 0):
-        raise ValueError(f"{spec!r}: the PE init std after '@' must be a positive number, e.g. {join}@1.0; got {std_text!r}")
-    return join, std
-
-
-def arm_name(seed: int, pe: str, join: str) -> str:
-    """An arm's name, e.g. ``learnable-add-s0`` or ``learnable-add@1.0-s0`` (``join`` as specified)."""
-    return f"{pe}-{join}-s{seed}"
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
@@ -297,16 +72,11 @@ def seed_noise(seeds: Iterable[int], epoch: int, step: int, rank: int | None = N
     torch.manual_seed(derive_seed("noise", *parts))  # host-side: no device sync
 
 
-def augment_seeds(aug: BatchAugment, batch: dict[int, tuple[torch.Tensor, torch.Tensor]], epoch: int, step: int,
-                  device: torch.device, rank: int | None = None, mix: bool = True) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+def augment_seeds(aug: BatchAugment, batch: Batch, epoch: int, step: int,
+                  device: torch.device, rank: int | None = None, mix: bool = True) -> Batch:
     """Every seed's (uint8 images, labels) -> (augmented images, soft targets), in one pass for all seeds."""
     xs, targets = aug.many([(x, y, batch_generator(seed, epoch, step, device, rank)) for seed, (x, y) in batch.items()], mix)
     return {seed: (xs[i], targets[i]) for i, seed in enumerate(batch)}
-
-
-def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=g).to(device)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -370,50 +140,6 @@ class Arm:
     stack: SeedStack | None = None
 
 
-def load_data(cfg: TrainConfig) -> ImageData | StreamingImageFolder:
-    if cfg.stream:
-        return open_imagefolder(cfg.data_root, cfg.img_size, crop_scale=cfg.augment.crop_scale,  # type: ignore[arg-type]
-                                n_train=cfg.n_train, n_test=cfg.n_test, workers=cfg.workers)
-    if cfg.dataset == "toy":
-        return make_position_toy(cfg.n_train or TOY_SIZES[0], cfg.n_test or TOY_SIZES[1], img_size=cfg.img_size, seed=0)
-    if cfg.dataset == "imagefolder":
-        return load_imagefolder(cfg.data_root, cfg.img_size, n_train=cfg.n_train, n_test=cfg.n_test)  # type: ignore[arg-type]
-    return load_cifar(cfg.dataset, cfg.data_root, download=cfg.download, n_train=cfg.n_train, n_test=cfg.n_test, seed=0)
-
-
-def train_batches(data: ImageData | StreamingImageFolder, seeds: list[int], epoch: int, batch_size: int, rank: int,
-                  world: int, device: torch.device) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-    """Per step, for each seed, this process's share of the global batch: uint8 images and labels on ``device``.
-
-    The global batch is the same for any number of processes; each takes every world-th sample.
-    """
-    if isinstance(data, StreamingImageFolder):  # the order stays on the host, where the loader reads it
-        orders = {s: epoch_order(s, epoch, data.n_train, torch.device("cpu")) for s in seeds}
-        streams = [data.train_batches(s, epoch, orders[s], batch_size, rank, world) for s in seeds]
-        for items in zip(*streams):
-            yield {s: (x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for s, (x, y) in zip(seeds, items)}
-        return
-    orders = {s: epoch_order(s, epoch, data.n_train, device) for s in seeds}
-    for step in range(data.n_train // batch_size):
-        batch = {}
-        for s in seeds:
-            idx = orders[s][step * batch_size:(step + 1) * batch_size][rank::world]
-            batch[s] = (data.train_x[idx], data.train_y[idx])
-        yield batch
-
-
-def eval_batches(data: ImageData | StreamingImageFolder, rank: int, world: int, device: torch.device,
-                 batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """This process's share (every world-th image) of the test split, as uint8 images and labels."""
-    if isinstance(data, StreamingImageFolder):
-        for x, y in data.eval_batches(batch_size, rank, world):
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        return
-    x_all, y_all = data.test_x[rank::world], data.test_y[rank::world]
-    for i in range(0, len(y_all), batch_size):
-        yield x_all[i:i + batch_size], y_all[i:i + batch_size]
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], aug: BatchAugment,
              dtype: torch.dtype, device: torch.device, world: int = 1) -> dict[str, float]:
@@ -465,21 +191,6 @@ def _make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     return step
 
 
-def build_model(cfg: TrainConfig, pe: str, join: str, num_classes: int) -> nn.Module:
-    """A lape_lib model by name, or ``timm/<name>``: timm's own model for ``join="add"``, lapeified for ``"lape"``."""
-    if cfg.model.startswith(TIMM_PREFIX):
-        import timm
-
-        from .timm_lape import lapeify
-
-        vit = timm.create_model(cfg.model[len(TIMM_PREFIX):], pretrained=False, num_classes=num_classes,
-                                img_size=cfg.img_size, **cfg.model_overrides)
-        return lapeify(vit) if join == "lape" else vit
-    join, std = parse_join(join)
-    overrides = cfg.model_overrides if std is None else {**cfg.model_overrides, "pe_init_std": std}
-    return create_model(cfg.model, num_classes=num_classes, img_size=cfg.img_size, pe=pe, join=join, **overrides)
-
-
 def _check_cuda_graph(cfg: TrainConfig, device: torch.device, dtype: torch.dtype, world: int = 1) -> None:
     """Refuse, before any data is read, a ``cuda_graph`` run that cannot be captured."""
     if not cfg.cuda_graph:
@@ -506,8 +217,7 @@ def _stack_tensors(stack: SeedStack) -> Callable[[], list[torch.Tensor]]:
 def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: torch.dtype, world: int = 1) -> list[Arm]:
     arms = []
     for seed, pe, join in cfg.arms():
-        torch.manual_seed(seed)  # the same seed draws the same initial weights for every join
-        model = build_model(cfg, pe, join, num_classes).to(device)
+        model = initial_model(cfg, seed, pe, join, num_classes).to(device)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         if cfg.stack_seeds:  # optimizer and step come from the SeedStack below
             arms.append(Arm(arm_name(seed, pe, join), seed, pe, join, model, None, scaler, None))  # type: ignore[arg-type]
@@ -532,7 +242,7 @@ def build_arms(cfg: TrainConfig, num_classes: int, device: torch.device, dtype: 
     return arms
 
 
-def train_step(arms: list[Arm], inputs: dict[int, tuple[torch.Tensor, torch.Tensor]], epoch: int = 0, step: int = 0,
+def train_step(arms: list[Arm], inputs: Batch, epoch: int = 0, step: int = 0,
                rank: int | None = None) -> dict[str, torch.Tensor]:
     """One optimizer step of every arm on its seed's (augmented images, soft targets); returns each arm's loss.
 
@@ -590,47 +300,6 @@ def train(cfg: TrainConfig, *, resume: bool = True, stop_after_epochs: int | Non
             lock.unlink(missing_ok=True)
         if owned:
             torch.distributed.destroy_process_group()
-
-
-LOCK = ".lock"  # in the run folder while a run writes there: {"pid", "command"}
-
-
-def lock_run_folder(out: Path) -> Path:
-    """Create ``out`` and take its lock, so that two runs never write one folder.
-
-    Refused, naming the holder's pid and command, while a live process holds it; a lock left by
-    a killed run is taken over. Also the early check of ``out`` itself: a path that is a file or
-    cannot be written fails here, before any data is read, not after the first epoch.
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"output folder {str(out)!r} cannot be created ({err.strerror}); choose a writable folder") from None
-    lock = out / LOCK
-    if lock.is_dir():
-        raise ValueError(f"{lock} is a folder, not a run's lock file; remove it (nothing of a run is kept there)")
-    me = json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv)})
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text())
-            except (OSError, ValueError):
-                holder = {}
-            pid = holder.get("pid")
-            if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
-                raise ValueError(f"output folder {str(out)!r} is in use by another run (pid {pid}: {holder.get('command')}); "
-                                 f"wait for it to end, or choose another folder. If pid {pid} is no lape_lib run (a pid reused "
-                                 f"after a reboot), delete {lock}") from None
-            lock.unlink(missing_ok=True)  # left by a run that was killed
-            continue
-        except OSError as err:
-            raise ValueError(f"output folder {str(out)!r} is not writable ({err.strerror}); choose a writable folder") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return lock
-    raise ValueError(f"could not take the lock {lock}; another run may be starting in {str(out)!r}")
 
 
 def init_distributed(device_name: str) -> tuple[int, int, bool]:
@@ -715,7 +384,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         losses = {arm.name: torch.zeros((), device=device) for arm in arms}
         _synchronize(device)
         t0 = time.perf_counter()
-        for step, batch in enumerate(train_batches(data, seeds, epoch, cfg.batch_size, rank, world, device)):
+        for step, batch in enumerate(data.train_batches(seeds, epoch, cfg.batch_size, rank, world, device)):
             inputs = augment_seeds(aug, batch, epoch, step, device, shard, mix)
             for name, loss in train_step(arms, inputs, epoch, step, shard).items():
                 losses[name] += loss
@@ -740,7 +409,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
                 )
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "images_per_s": steps * cfg.batch_size * len(arms) / seconds}
             if evaluate_now:
-                row.update(evaluate(arm.model, eval_batches(data, rank, world, device), aug, dtype, device, world))
+                row.update(evaluate(arm.model, data.eval_batches(rank, world, device), aug, dtype, device, world))
             arm.history.append(row)
         bar.set_postfix({a.name: f"{a.history[-1].get('test_acc', float('nan')):.1f}%" for a in arms[:4]})
         if quiet and cfg.progress and lead:  # no bar: one line per epoch instead, readable in a saved notebook too
@@ -751,7 +420,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
         if out is not None and lead:
             if (checkpoint_every and (epoch + 1) % checkpoint_every == 0) or (last and epoch + 1 < cfg.total_epochs):
                 save_checkpoint(out / CHECKPOINT, {**_snapshot(arms, epoch + 1, wall), "data_sources": sources}, fingerprint)
-            _write_json(out / "results.json", _results(cfg, arms, wall, data, world, epoch + 1 == cfg.total_epochs, seen))
+            write_json(out / "results.json", _results(cfg, arms, wall, data, world, epoch + 1 == cfg.total_epochs, seen))
         if world > 1:
             torch.distributed.barrier()
         if last:
@@ -762,13 +431,13 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     if out is not None and lead:
         # Also when nothing was left to train: a run killed between its last checkpoint and its
         # last results.json is finished here instead of staying at done=false.
-        _write_json(out / "results.json", results)
+        write_json(out / "results.json", results)
         if cfg.save_weights and results["done"]:
             for arm in arms:
                 if isinstance(arm.model, VisionTransformer):
                     save_weights(out / f"{arm.name}.safetensors", arm.model, describe(arm.model))
     if out is not None and world > 1:  # lets a caller check that every process ended with the same weights
-        (out / f"weights-rank{rank}.sha256").write_text(weights_digest([a.model for a in arms]) + "\n")
+        (out / f"weights-rank{rank}.sha256").write_text(tensors_sha256((k, v) for a in arms for k, v in a.model.state_dict().items()) + "\n")
     results["models"] = {arm.name: arm.model for arm in arms}  # in memory only, not in the JSON
     return results
 
@@ -806,102 +475,7 @@ def _restore(state: dict[str, Any], arms: list[Arm], path: Path) -> tuple[int, f
     return int(state["epoch"]), float(state["wall_s"])
 
 
-def time_step(cfg: TrainConfig, *, steps: int = 20, warmup: int = 3, num_classes: int = 10) -> dict[str, Any]:
-    """Training images/s of the step ``cfg``'s run takes: its arms (seeds x pes x joins), batch,
-    precision, augmentation, ``compile``/``compile_mode``, ``stack_seeds`` and ``cuda_graph``, on
-    synthetic uint8 data already on the device (so a streamed loader's decoding is not included).
-
-    A figure for choosing parameters, ``estimate_minutes`` and the benchmarks; not a test.
-    """
-    dev = resolve_device(cfg.device)
-    dtype = resolve_precision(cfg.precision, dev)
-    _check_cuda_graph(cfg, dev, dtype)
-    arms = build_arms(cfg, num_classes, dev, dtype)
-    seeds = sorted({a.seed for a in arms})
-    aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes, compile=cfg.compile)
-    g = torch.Generator().manual_seed(0)
-    b, size = cfg.batch_size, cfg.img_size
-    x_all = torch.randint(0, 256, (b * 4, 3, size, size), generator=g, dtype=torch.uint8).to(dev)
-    y_all = torch.randint(0, num_classes, (b * 4,), generator=g).to(dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    losses: list[dict[str, torch.Tensor]] = []  # read after the timing: no host sync inside it
-
-    def run(n: int, first: int) -> None:
-        for i in range(first, first + n):
-            sl = slice((i % 4) * b, (i % 4 + 1) * b)
-            step_losses = train_step(arms, augment_seeds(aug, {s: (x_all[sl], y_all[sl]) for s in seeds}, 0, i, dev), 0, i)
-            losses.append(step_losses)
-
-    run(warmup, 0)
-    _synchronize(dev)
-    t0 = time.perf_counter()
-    run(steps, warmup)
-    _synchronize(dev)
-    seconds = time.perf_counter() - t0
-    return {
-        "model": cfg.model, "img_size": size, "batch_size": b, "n_models": len(arms), "device": str(dev), "precision": str(dtype),
-        "compile": cfg.compile, "compile_mode": cfg.compile_mode, "stack_seeds": cfg.stack_seeds, "cuda_graph": cfg.cuda_graph,
-        "images_per_s": steps * b * len(arms) / seconds,
-        "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else None,
-        "losses": [{k: float(v) for k, v in row.items()} for row in losses],  # every step's, warm-up included
-    }
-
-
-def measure_throughput(
-    model: str = "vit_lite_7_4", *, batch_size: int = 128, steps: int = 20, warmup: int = 3, device: str = "auto",
-    precision: str = "auto", compile_model: bool = False, compile_mode: str | None = None,
-    augment: AugmentConfig | None = None, n_models: int = 1, model_overrides: dict[str, Any] | None = None,
-    img_size: int = 32, num_classes: int = 10, stack_seeds: bool = False, cuda_graph: bool = False,
-) -> dict[str, Any]:
-    """``time_step`` of ``n_models`` seeds of one LaPE model under the recipe's augmentation
-    (or ``augment``), by keywords: the benchmarks' and notebook 00's form."""
-    cfg = TrainConfig(model=model, joins=("lape",), seeds=tuple(range(n_models)), model_overrides=model_overrides or {},
-                      augment=augment or AugmentConfig(), compile=compile_model, compile_mode=compile_mode,
-                      device=str(resolve_device(device)), precision=precision, progress=False, img_size=img_size,
-                      stack_seeds=stack_seeds, cuda_graph=cuda_graph, batch_size=batch_size)
-    return time_step(cfg, steps=steps, warmup=warmup, num_classes=num_classes)
-
-
-def num_classes_of(cfg: TrainConfig) -> int:
-    """The classes ``cfg``'s dataset has, without reading it (10 for an ImageFolder tree, whose count
-    only the files tell: it changes only the head's size)."""
-    return {**{name: classes for name, (classes, _, _) in EXPECTED_COUNTS.items()}, "toy": len(QUADRANTS)}.get(cfg.dataset, 10)
-
-
-def estimate_minutes(cfg: TrainConfig, steps: int = 3) -> dict[str, Any]:
-    """Time a few training steps of ``cfg``'s run on this device and project the whole run.
-
-    The steps timed are the run's own (``time_step``: the same arms, precision, compile mode,
-    stacking and graphs). Returns the measured images/s (all models together), the projected
-    minutes of training (evaluation, data loading and compilation not included) and the numbers
-    behind them. A figure to decide with, printed by notebooks 02 and 04 before they train; the
-    real run may differ by tens of %.
-    """
-    full = {name: classes * per_class for name, (classes, per_class, _) in EXPECTED_COUNTS.items()}
-    n_train = cfg.n_train or {**full, "toy": TOY_SIZES[0]}.get(cfg.dataset, 0)
-    if not n_train:
-        raise ValueError(f"estimate_minutes needs n_train for dataset {cfg.dataset!r}")
-    # A compiled or graphed step settles over its first calls (recompiles, graph warm-up): not timed.
-    warmup = 3 if cfg.compile or cfg.cuda_graph else 1
-    speed = time_step(replace(cfg, out_dir=None, progress=False), steps=steps, warmup=warmup, num_classes=num_classes_of(cfg))
-    arms = speed["n_models"]
-    images = (n_train // cfg.batch_size) * cfg.batch_size * cfg.total_epochs * arms
-    return {"images_per_s": speed["images_per_s"], "models": arms, "epochs": cfg.total_epochs, "device": speed["device"],
-            "precision": speed["precision"], "minutes": images / speed["images_per_s"] / 60}
-
-
-def weights_digest(models: list[nn.Module]) -> str:
-    """sha256 over every tensor of every model's state dict, in order."""
-    h = hashlib.sha256()
-    for model in models:
-        for key, value in model.state_dict().items():
-            h.update(key.encode())
-            h.update(value.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData | StreamingImageFolder, world: int,
+def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageDataset, world: int,
              done: bool, seen: dict[str, Any]) -> dict[str, Any]:
     return {
         "schema": RESULTS_SCHEMA,
@@ -924,10 +498,6 @@ def _results(cfg: TrainConfig, arms: list[Arm], wall: float, data: ImageData | S
             } for a in arms
         },
     }
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .augment import AugmentConfig
 from .checkpoint import load_model
 from .models import VisionTransformer
+from .config import TrainConfig, arm_name
 from .notebook import smoke_mode
-from .train import TrainConfig, arm_name, train
+from .presets import zoo_settings
+from .train import train
 
 REPO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "results" / "checkpoints"
 
@@ -34,7 +35,8 @@ def trained_models(
 ) -> tuple[dict[str, VisionTransformer], str]:
     """Models keyed by join (on the CPU, in eval mode), and a sentence saying where they came from.
 
-    A pair trained here is saved under ``cache`` (if given), so the next notebook loads it.
+    A pair trained here (``presets.SETTINGS["zoo"]``, under ``fallback``: TrainConfig arguments) is
+    saved under ``cache`` (if given), so the next notebook loads it.
     """
     names = [arm_name(seed, pe, j) for j in joins]
     if cache is not None and smoke_mode():
@@ -42,14 +44,7 @@ def trained_models(
     folder = find_weights(names, [*folders, cache, REPO_CHECKPOINTS])
     if folder is not None:
         return {j: load_model(folder / f"{n}.safetensors") for j, n in zip(joins, names)}, f"loaded from {folder}"
-    settings: dict[str, Any] = dict(
-        model="vit_lite_7_4", model_overrides={"depth": 4, "dim": 64, "num_heads": 4}, dataset="toy", n_train=1200,
-        n_test=300, epochs=6, warmup_epochs=1, cooldown_epochs=0, batch_size=50, lr=2e-3, progress=False,
-        augment=AugmentConfig.off(),
-    )
-    if smoke_mode():
-        settings.update(model_overrides={"depth": 2, "dim": 32, "num_heads": 2}, n_train=200, n_test=100, epochs=1, warmup_epochs=0)
-    settings.update(fallback or {})
+    settings = {**zoo_settings(fallback), "progress": False}
     cfg = TrainConfig(joins=joins, pes=(pe,), seeds=(seed,), out_dir=str(cache) if cache else None,
                       save_weights=cache is not None, **settings)
     results = train(cfg)

@@ -93,13 +93,23 @@ def _die_with_parent() -> None:
         pass  # not Linux: the parent's own time limits still stop its children
 
 
+def _load_files() -> Any:
+    """lape_lib/files.py by its path: the package's atomic writes, without the package's
+    ``__init__`` (which imports torch, and this process keeps clear of torch)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lape_files", ROOT / "lape_lib" / "files.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+files = _load_files()
+
+
 def write_bytes(path: Path, data: bytes) -> None:
-    """Atomic (a temp file beside it, renamed over the old one): a kill leaves the old file or the
-    new, never half; at most one temp file at a time, as this process writes one file at a time.
-    (lape_lib.checkpoint.atomic_write does the same, but this process keeps clear of torch.)"""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Atomic (lape_lib.files.atomic_write): a kill leaves the old file or the new, never half."""
+    files.atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -116,7 +126,7 @@ class Agenda:
         self.deadline = self.started + deadline_s
         out.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
-        for leftover in out.glob(".*.tmp"):  # a killed earlier agenda's: each would take one of $OUT's 8 places
+        for leftover in out.glob(".*.tmp*"):  # a killed earlier agenda's: each would take one of $OUT's 8 places
             leftover.unlink()
         self.log_file = open(out / "agenda.log", "a", buffering=1)
         self.record: dict[str, Any] = {"schema": 1, "dry_run": dry_run, "deadline_s": deadline_s, "done": False,
@@ -453,7 +463,7 @@ def child_env(result: Path, dry_run: bool) -> None:
 
 def mode_config(name: str, dry_run: bool) -> Any:
     from lape_lib.augment import AugmentConfig
-    from lape_lib.train import TrainConfig
+    from lape_lib.config import TrainConfig
 
     spec = mode_settings(name, dry_run)
     no_dropout = {"attn_drop": 0.0, "drop": 0.0, "drop_path": 0.0}  # so every mode computes the same losses
@@ -467,7 +477,7 @@ def mode_config(name: str, dry_run: bool) -> Any:
 def child_mode(name: str, result: Path, dry_run: bool) -> None:
     import torch
 
-    from lape_lib.train import time_step
+    from lape_lib.speed import time_step
 
     info: dict[str, Any] = {"mode": name, **{k: v for k, v in MODES[name].items()}}
     if MODES[name].get("cuda") and not torch.cuda.is_available():

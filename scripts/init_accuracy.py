@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from lape_lib.augment import BatchAugment
-from lape_lib.train import TrainConfig, build_model, evaluate, load_data, resolve_device
+from lape_lib.config import TrainConfig, arm_label, initial_model, load_data
+from lape_lib.train import evaluate, resolve_device
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -30,13 +31,11 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_data(cfg)
     device = resolve_device("cpu")
     aug = BatchAugment(cfg.augment, data.mean, data.std, data.num_classes)
-    batches = [(data.test_x[i:i + 500], data.test_y[i:i + 500]) for i in range(0, data.n_test, 500)]
     rows = {}
     for name, arm in run["arms"].items():
-        torch.manual_seed(arm["seed"])  # the trainer's draw for this arm
-        model = build_model(cfg, arm["pe"], arm.get("arm", arm["join"]), data.num_classes).to(device)
-        at_init = evaluate(model, batches, aug, torch.float32, device, 1)["test_acc"]
-        rows[name] = {"arm": arm.get("arm", arm["join"]), "seed": arm["seed"], "test_acc_init": at_init,
+        model = initial_model(cfg, arm["seed"], arm["pe"], arm_label(arm), data.num_classes).to(device)
+        at_init = evaluate(model, data.eval_batches(0, 1, device), aug, torch.float32, device, 1)["test_acc"]
+        rows[name] = {"arm": arm_label(arm), "seed": arm["seed"], "test_acc_init": at_init,
                       "test_acc_by_epoch": [h.get("test_acc") for h in arm["history"]]}
         print(f"{name:28s} init {at_init:5.1f} %  then " + " ".join(f"{a:.1f}" for a in rows[name]["test_acc_by_epoch"]))
     out = {"results": args.results, "data_source": data.source, "n_test": data.n_test, "arms": rows,

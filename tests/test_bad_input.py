@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lape_lib.checkpoint import CheckpointMismatchError, atomic_write, load_checkpoint, save_checkpoint
-from lape_lib.train import LOCK, main, train
+from lape_lib.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from lape_lib.files import LOCK, atomic_write
+from lape_lib.train import main, train
 from test_train import tiny
 
 CLI = ["--dataset", "toy", "--n-train", "32", "--n-test", "16", "--batch-size", "16", "--epochs", "1",

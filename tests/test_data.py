@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import lape_lib.data as data_module
-from lape_lib.data import DataError, balanced_indices, load_cifar, make_position_toy, subset
+from lape_lib.data import DataError, balanced_indices, load_cifar, load_imagefolder, make_position_toy, subset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
 CLASSES = ("airplane", "automobile", "bird")
@@ -286,3 +286,32 @@ def test_an_image_rewritten_with_its_modification_time_restored_is_not_served_st
     os.utime(image, ns=(mtime, mtime))  # the old modification time, exactly
     after = load_cifar("cifar10", root)
     assert int(before.train_x[5, 0, 0, 0]) == 11 and int(after.train_x[5, 0, 0, 0]) == value
+
+
+def test_imagefolder_resizes_and_labels(tmp_path: Path) -> None:
+    from test_stream import make_tree
+
+    data = load_imagefolder(make_tree(tmp_path), img_size=16)
+    assert data.train_x.shape == (16, 3, 16, 16) and data.test_x.shape == (8, 3, 16, 16)
+    assert data.classes == ("cat", "dog") and data.train_y.tolist() == [0] * 8 + [1] * 8
+    with pytest.raises(DataError, match="not an ImageFolder tree"):
+        load_imagefolder(tmp_path / "train", img_size=16)
+
+
+def test_both_imagefolder_readers_take_the_same_files(tmp_path: Path) -> None:
+    """One rule for which files are images, in memory and streamed: stray files (a hidden .DS_Store,
+    macOS's ._ copies, a README) are skipped by both, and an upper-case .PNG is read by both."""
+    from test_stream import make_tree
+
+    from lape_lib.images import is_image_file
+    from lape_lib.stream import open_imagefolder
+
+    tree = make_tree(tmp_path / "tree")
+    for stray in ("train/cat/.DS_Store", "train/cat/._0.jpg", "train/dog/README.txt", "val/cat/labels.csv"):
+        (tree / stray).write_bytes(b"not an image")
+    Image.fromarray(np.zeros((20, 24, 3), dtype=np.uint8)).save(tree / "train" / "dog" / "EXTRA.PNG")
+    held = load_imagefolder(tree, img_size=16)
+    streamed = open_imagefolder(tree, img_size=16, workers=0)
+    assert (held.n_train, held.n_test) == (streamed.n_train, streamed.n_test) == (17, 8)
+    assert [is_image_file(n) for n in ("a.jpg", "b.JPEG", "c.webp", ".DS_Store", "._a.jpg", "notes.txt")] == [
+        True, True, True, False, False, False]

@@ -1,61 +1,47 @@
-"""ImageFolder data and timm models in the trainer (torchrun itself: test_stream.py)."""
+"""torchrun: two processes on the CPU (gloo) shard training and evaluation, and end with one model."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+import torch
+from test_stream import SMALL, make_tree
 
-from lape_lib.data import DataError, load_imagefolder
-from lape_lib.train import TrainConfig, train
-
-
-def make_tree(root: Path, per_class: int = 8, size: int = 20) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("val", per_class // 2)):
-        for c in ("cat", "dog"):
-            folder = root / split / c
-            folder.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
-    return root
+from lape_lib.augment import BatchAugment
+from lape_lib.checkpoint import load_checkpoint
+from lape_lib.config import TrainConfig, load_data
+from lape_lib.models import create_model
+from lape_lib.train import evaluate
 
 
-def test_imagefolder_resizes_and_labels(tmp_path: Path) -> None:
-    data = load_imagefolder(make_tree(tmp_path), img_size=16)
-    assert data.train_x.shape == (16, 3, 16, 16) and data.test_x.shape == (8, 3, 16, 16)
-    assert data.classes == ("cat", "dog") and data.train_y.tolist() == [0] * 8 + [1] * 8
-    with pytest.raises(DataError, match="not an ImageFolder tree"):
-        load_imagefolder(tmp_path / "train", img_size=16)
-
-
-def test_timm_model_in_the_trainer() -> None:
-    from lape_lib.augment import AugmentConfig
-
-    res = train(TrainConfig(
-        model="timm/deit_tiny_patch16_224", model_overrides={"patch_size": 8, "depth": 1}, joins=("add", "lape"),
-        dataset="toy", n_train=32, n_test=16, epochs=1, warmup_epochs=0, cooldown_epochs=0, batch_size=16,
-        augment=AugmentConfig.off(), device="cpu", progress=False,
-    ))
-    assert set(res["arms"]) == {"learnable-add-s0", "learnable-lape-s0"}
-    dim, depth = 192, 1
-    assert res["arms"]["learnable-lape-s0"]["params"] - res["arms"]["learnable-add-s0"]["params"] == 2 * dim * depth
-    with pytest.raises(ValueError, match="pe 'learnable' only"):
-        TrainConfig(model="timm/deit_tiny_patch16_224", pes=("sin2d",))
-    with pytest.raises(ValueError, match="unknown timm model"):
-        TrainConfig(model="timm/deit_gigantic")
-
-
-def test_deit_recipe_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lape_lib.train as T
-
-    seen: list = []
-    monkeypatch.setattr(T, "train", lambda cfg, **kw: seen.append(cfg) or {"arms": {}})
-    T.main(["--recipe", "deit", "--data-root", "/tmp/x", "--batch-size", "256", "--joins", "lape"])
-    cfg = seen[-1]
-    assert cfg.model == "timm/deit_tiny_patch16_224" and cfg.img_size == 224 and cfg.joins == ("lape",)
-    assert cfg.lr == pytest.approx(5e-4 * 256 / 512) and cfg.weight_decay == 0.05 and cfg.augment.crop_scale == (0.08, 1.0) and cfg.stream
-    T.main(["--dataset", "toy", "--no-augment", "--epochs", "20"])
-    assert seen[-1].lr == 5.5e-4 and seen[-1].epochs == 20  # the CIFAR recipe stays the default
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
+def test_torchrun_shards_training_and_evaluation(tmp_path: Path, stream: bool) -> None:
+    tree = make_tree(tmp_path / "data", per_class=10, size=20)  # 10 val images: the ranks take 5 each
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lape_lib.train",
+        "--model", "vit_lite_7_4", "--override", "depth=1", "dim=32", "num_heads=2", "--joins", "lape",
+        "--dataset", "imagefolder", "--data-root", str(tree), "--img-size", "16", "--batch-size", "8", "--epochs", "2",
+        "--warmup-epochs", "1", "--cooldown-epochs", "0", "--device", "cpu", "--no-progress", "--out", str(out),
+    ] + (["--stream", "--workers", "1"] if stream else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "weights-rank0.sha256").read_text() == (out / "weights-rank1.sha256").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2 and results["done"] and len(results["arms"]["learnable-lape-s0"]["history"]) == 2
+    cfg = TrainConfig(**results["config"])
+    # The sharded evaluation, summed over both ranks, equals one process evaluating the whole split.
+    model = create_model("vit_lite_7_4", num_classes=2, img_size=16, join="lape", **SMALL)
+    model.load_state_dict(load_checkpoint(out / "checkpoint.pt", None, torch.device("cpu"))["arms"]["learnable-lape-s0"]["model"])
+    data = load_data(cfg)
+    alone = evaluate(model, data.eval_batches(0, 1, torch.device("cpu")), BatchAugment(cfg.augment, data.mean, data.std, 2),
+                     torch.float32, torch.device("cpu"))
+    final = results["arms"]["learnable-lape-s0"]["final"]
+    assert final["test_acc"] == pytest.approx(alone["test_acc"])
+    assert final["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-5)

@@ -112,10 +112,10 @@ def test_a_kill_at_any_second_leaves_files_that_parse(tmp_path: Path, when: str)
     if when == "training":
         assert files["controls-results.json"]["arms"]  # the mirror: a whole results.json, however far it got
     # The next agenda in the same $OUT clears a killed one's temp file, so it cannot take one of the 8 places.
-    (out / ".agenda.json.1.tmp").write_text("{")
+    (out / ".agenda.json.tmp1-x").write_text("{")  # a temp name of lape_lib.files.atomic_write
     again = run(out, work, "--modes", "eager_bf16", "--skip", "reference", "notebooks", "controls", "--deadline-s", "60")
     again.communicate(timeout=300)
-    assert not list(out.glob(".*.tmp")) and parsed(out)["agenda.json"]["done"]
+    assert not list(out.glob(".*.tmp*")) and parsed(out)["agenda.json"]["done"]
 
 
 def test_modes_pass_only_when_their_losses_match_eagers() -> None:

@@ -7,10 +7,8 @@ import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from lape_lib import JOINS, PE_TYPES, create_model, list_models, pe_similarity, per_layer_pe
-from lape_lib.analysis import affine_split, lambda_coefficients
+from lape_lib import JOINS, PE_TYPES, create_model, list_models
 from lape_lib.models import valid_combination
 
 # Exact counts from Compact Transformers (10 classes, learnable PE, join="add"); the 3-digit
@@ -133,20 +131,6 @@ def test_joins_of_one_seed_start_from_the_same_weights(name: str) -> None:
             assert torch.equal(state[k], ref[k]), (join, k)
 
 
-def test_per_layer_pe_of_the_controls() -> None:
-    torch.manual_seed(0)
-    shared = create_model("vit_lite_7_4", join="lape_shared")
-    randomize_norms(shared)
-    pes = per_layer_pe(shared)
-    expected = shared.pe_norms[0](shared.pos_embed.weight)[0, 1:]
-    for layer in pes:
-        torch.testing.assert_close(layer, expected)  # one normalized PE, the same in every layer
-    normed = create_model("vit_lite_7_4", join="add_norm")
-    randomize_norms(normed)
-    p = normed.pe_norms[0](normed.pos_embed.weight)[0]
-    torch.testing.assert_close(per_layer_pe(normed, include_class_token=True)[3], normed.blocks[3].norm1(p))
-
-
 def test_lape_cost_vit_lite_7_4() -> None:
     assert n_params(create_model("vit_lite_7_4", join="lape")) - PUBLISHED_EXACT["vit_lite_7_4"] == 3584
 
@@ -158,46 +142,6 @@ def randomize_norms(model: torch.nn.Module) -> None:
         if isinstance(m, torch.nn.LayerNorm):
             m.weight.data = 1 + 0.3 * torch.randn(m.weight.shape, generator=g)
             m.bias.data = 0.3 * torch.randn(m.bias.shape, generator=g)
-
-
-def test_per_layer_pe_add_is_token_layernorm_of_P() -> None:
-    model = create_model("vit_lite_7_4", join="add")
-    randomize_norms(model)
-    pes = per_layer_pe(model, include_class_token=True)
-    P = model.pos_embed.weight[0]
-    assert pes.shape == (7, 65, 256)
-    for l, block in enumerate(model.blocks):
-        norm = block.norm1
-        expected = norm.weight * F.layer_norm(P, (256,), eps=norm.eps) + norm.bias
-        torch.testing.assert_close(pes[l], expected)
-    assert not torch.allclose(pes[0], pes[1])
-
-
-def test_per_layer_pe_names_what_it_takes() -> None:
-    with pytest.raises(TypeError, match="per_layer_pe takes a lape_lib VisionTransformer .* got Linear"):
-        per_layer_pe(torch.nn.Linear(2, 2))
-
-
-@pytest.mark.parametrize("join", ["lape", "lape_parallel"])
-def test_per_layer_pe_lape_chain(join: str) -> None:
-    model = create_model("cct_7_3x1", join=join)
-    randomize_norms(model)
-    pes = per_layer_pe(model)
-    assert pes.shape == (7, 256, 256)  # 16x16 grid, no class token in CCT
-    prev = model.pos_embed.weight[0]
-    for l, norm in enumerate(model.pe_norms):
-        expected = norm(prev)
-        torch.testing.assert_close(pes[l], expected)
-        if join == "lape":
-            prev = expected  # chained: layer l normalizes layer l-1's PE
-
-
-def test_per_layer_pe_drops_class_token_by_default() -> None:
-    model = create_model("vit_lite_7_4", join="lape")
-    assert per_layer_pe(model).shape == (7, 64, 256)
-    sim = pe_similarity(per_layer_pe(model))
-    assert sim.shape == (7, 64, 64)
-    torch.testing.assert_close(torch.diagonal(sim, dim1=1, dim2=2), torch.ones(7, 64))
 
 
 def test_lape_forward_matches_the_equations() -> None:
@@ -214,18 +158,6 @@ def test_lape_forward_matches_the_equations() -> None:
         tokens = tokens + block.mlp(block.norm2(tokens))
     expected = model.head(model.norm(tokens)[:, 0])
     torch.testing.assert_close(model(x), expected)
-
-
-def test_affine_identity() -> None:
-    torch.manual_seed(0)
-    norm = torch.nn.LayerNorm(64)
-    randomize_norms(norm)
-    x, p = 3 * torch.randn(10, 64) + 1, torch.randn(10, 64)
-    split = affine_split(norm, x, p)
-    torch.testing.assert_close(split.token + split.pe, norm(x + p))
-    lam = lambda_coefficients(x, p)
-    eq7 = lam["lambda1"][:, None] * F.layer_norm(x, (64,)) + lam["lambda2"][:, None] * F.layer_norm(p, (64,))
-    torch.testing.assert_close(F.layer_norm(x + p, (64,)), eq7, atol=1e-4, rtol=1e-4)
 
 
 def test_patch_permutation_invariance_without_pe() -> None:
@@ -256,29 +188,21 @@ def test_state_dict_round_trip(join: str) -> None:
     torch.testing.assert_close(a(x), b(x))
 
 
-@pytest.mark.parametrize("pe", ["sin1d", "sin2d"])
-def test_fixed_pe_is_frozen_and_not_saved(pe: str) -> None:
-    model = create_model("vit_lite_7_4", pe=pe, join="lape")
-    assert not any("pos_embed" in k for k in model.state_dict())
-    assert not any("pos_embed" in n for n, _ in model.named_parameters())
-    assert any("pe_norms" in n for n, _ in model.named_parameters())  # its PE LayerNorms still learn
-
-
-def test_sin2d_class_token_row_is_zero_and_patch_rows_are_2d() -> None:
-    P = create_model("vit_lite_7_4", pe="sin2d", join="add").pos_embed.weight[0]
-    assert torch.all(P[0] == 0)
-    grid = P[1:].reshape(8, 8, 256)
-    # The first half of the channels depends on the column only, the second on the row only.
-    torch.testing.assert_close(grid[0, :, :128], grid[5, :, :128])
-    torch.testing.assert_close(grid[:, 0, 128:], grid[:, 3, 128:])
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast(dtype: torch.dtype) -> None:
-    model = create_model("vit_lite_7_4", join="lape", depth=2)
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(torch.randn(2, 3, 32, 32))
-    assert torch.isfinite(out.float()).all()
+    """Under autocast the model computes in ``dtype`` (its logits come out in it) and agrees with fp32
+    to that precision; an autocast that was ignored, or one that broke the LayerNorms, fails."""
+    torch.manual_seed(0)
+    model = create_model("vit_lite_7_4", join="lape", depth=2).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        exact = model(x)
+        with torch.autocast("cpu", dtype=dtype):
+            low = model(x)
+    assert low.dtype == dtype and exact.dtype == torch.float32
+    assert not torch.equal(low.float(), exact)  # computed in low precision, not fp32 relabelled
+    torch.testing.assert_close(low.float(), exact, rtol=0, atol=0.05 * exact.abs().max().item())
+    assert (low.float().argmax(-1) == exact.argmax(-1)).float().mean() >= 0.75
 
 
 @pytest.mark.slow
@@ -321,27 +245,6 @@ def test_error_lists_valid_choices() -> None:
         create_model("vit_lite_7_4", join="LaPE")
 
 
-def test_pe_share_is_lambda2_under_add_and_unit_scale_under_the_normed_joins() -> None:
-    from lape_lib.analysis import pe_share
-
-    images = torch.randn(4, 3, 32, 32)
-    torch.manual_seed(0)
-    add = create_model("vit_lite_7_4", join="add", depth=2)
-    share = pe_share(add, images)
-    x0 = torch.cat([add.cls_token.expand(4, -1, -1), add.tokenizer(images)], dim=1)
-    lam = lambda_coefficients(x0.detach(), add.pos_embed.weight.detach().expand_as(x0))  # σ_p/σ_z: the ratio has no eps
-    assert share["share"] == pytest.approx(float(lam["lambda2"].mean()), rel=1e-5)  # γ = 1 at init
-    assert share["sigma_pe"] == pytest.approx(float(add.pos_embed.weight.detach().std(dim=-1, unbiased=False).mean()), rel=1e-5)
-    torch.manual_seed(0)
-    louder = pe_share(create_model("vit_lite_7_4", join="add", depth=2, pe_init_std=1.0), images)
-    assert louder["sigma_tokens"] == pytest.approx(share["sigma_tokens"]) and louder["share"] > 2 * share["share"]
-    for join in ("add_norm", "lape_shared", "lape"):
-        normed = pe_share(create_model("vit_lite_7_4", join=join, depth=2), images)
-        assert normed["sigma_pe"] == pytest.approx(1.0, abs=1e-3)  # LNpe hands on a unit-scale PE
-    with pytest.raises(ValueError, match="pe_share needs a model with an absolute position embedding, got pe='none'"):
-        pe_share(create_model("vit_lite_7_4", pe="none", join="add", depth=2), images)
-
-
 @pytest.mark.parametrize(("join", "dropped"), [("add", "tokens + P"), ("add_every_layer", "tokens"), ("per_layer_pe", "tokens")])
 def test_input_dropout_order_follows_the_reference_codes(join: str, dropped: str) -> None:
     """With drop > 0: a ViT drops tokens + P; the official share/unshare ablations drop the tokens, then add P."""
@@ -357,19 +260,6 @@ def test_input_dropout_order_follows_the_reference_codes(join: str, dropped: str
     dropped_part = into_block - p if dropped == "tokens" else into_block
     zeroed = dropped_part == 0
     assert zeroed.any() and torch.allclose(dropped_part[~zeroed], 2 * into_drop[~zeroed], atol=1e-5)  # kept: scaled by 1/(1-0.5)
-
-
-def test_locality_and_distance_bins() -> None:
-    from lape_lib.plotting import locality, similarity_by_distance
-
-    torch.manual_seed(0)
-    local = locality(create_model("vit_lite_7_4", pe="sin2d", join="lape", depth=2))
-    random = locality(create_model("vit_lite_7_4", pe="learnable", join="lape", depth=2))
-    assert local.shape == (2,) and (local > 0.2).all()  # a 2-D sinusoid: neighbours alike, far patches not
-    assert (abs(random) < 0.05).all()  # a random P at init: no locality
-    distances, table = similarity_by_distance(create_model("vit_lite_7_4", pe="sin2d", join="add", depth=1))
-    assert 10 not in distances.tolist() and distances[0] == 1  # the 8x8 grid's corner-to-corner bin (2 pairs) is left out
-    assert table.shape == (1, len(distances))
 
 
 def test_initial_like_is_the_trainers_init() -> None:

@@ -57,7 +57,7 @@ def test_missing_parameter_lists_the_expected_ones() -> None:
 
 
 def test_join_specs_are_parsed_item_by_item(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lape_lib.train import parse_join
+    from lape_lib.config import parse_join
 
     monkeypatch.delenv(SMOKE_ENV, raising=False)
     spec = {"joins": Param(list, each=True, parse=parse_join)}

@@ -9,8 +9,9 @@ import nbformat
 import pytest
 
 from lape_lib.augment import AugmentConfig
-from lape_lib.presets import PRESETS, SETTINGS, announce, apply_preset, resolve_preset
-from lape_lib.train import TrainConfig, estimate_minutes
+from lape_lib.presets import PRESETS, SETTINGS, TRAINING_NOTEBOOKS, announce, apply_preset, resolve_preset
+from lape_lib.config import TrainConfig
+from lape_lib.speed import estimate_minutes
 from lape_lib.workbook import NOTEBOOK_DIR
 
 
@@ -21,7 +22,7 @@ def test_auto_is_cpu_without_a_gpu_and_class_with_one_never_paper() -> None:
         resolve_preset("fast")
 
 
-@pytest.mark.parametrize("notebook", sorted(SETTINGS))
+@pytest.mark.parametrize("notebook", TRAINING_NOTEBOOKS)
 def test_every_preset_setting_is_left_to_the_preset_in_the_notebook(notebook: str) -> None:
     """The parameters cell leaves each preset-controlled value at None (and offers preset="auto")."""
     nb = nbformat.read(NOTEBOOK_DIR / notebook, as_version=4)
@@ -64,4 +65,6 @@ def test_the_estimate_times_this_device_and_warns_past_a_session(capsys: pytest.
 
 def test_presets_cover_the_names() -> None:
     assert PRESETS == ("auto", "cpu", "class", "paper")
-    assert all(set(s) == {"cpu", "class", "paper"} for s in SETTINGS.values())
+    assert set(SETTINGS) == {*TRAINING_NOTEBOOKS, "zoo"}
+    assert all(set(SETTINGS[nb]) == {"cpu", "class", "paper", "smoke"} for nb in TRAINING_NOTEBOOKS)
+    assert set(SETTINGS["zoo"]) == {"cpu", "smoke"}

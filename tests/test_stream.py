@@ -1,25 +1,32 @@
-"""ImageFolder trees streamed from disk: transforms, determinism, bad files, the trainer, torchrun."""
+"""ImageFolder trees streamed from disk: transforms, determinism, bad files, the trainer (torchrun: test_distributed.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from test_distributed import make_tree
+from PIL import Image
 
-from lape_lib.augment import AugmentConfig, BatchAugment
-from lape_lib.checkpoint import load_checkpoint
+from lape_lib.augment import AugmentConfig
 from lape_lib.data import DataError
-from lape_lib.models import create_model
 from lape_lib.stream import open_imagefolder
-from lape_lib.train import TrainConfig, eval_batches, evaluate, load_data, train
+from lape_lib.config import TrainConfig
+from lape_lib.train import train
 
 SMALL = {"depth": 1, "dim": 32, "num_heads": 2}
+
+
+def make_tree(root: Path, per_class: int = 8, size: int = 20) -> Path:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", per_class // 2)):
+        for c in ("cat", "dog"):
+            folder = root / split / c
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    return root
 
 
 def test_items_are_cropped_uint8_squares_with_labels(tmp_path: Path) -> None:
@@ -38,15 +45,15 @@ def test_crops_follow_seed_epoch_and_index_not_the_workers(tmp_path: Path) -> No
     assert not torch.equal(data.train[(5, 0, 1)][0], data.train[(5, 0, 2)][0])
     rng_before = torch.get_rng_state()
     order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
-    in_process = list(data.train_batches(0, 1, order, 8, rank=0, world=1))
+    in_process = list(data.seed_batches(0, 1, order, 8, rank=0, world=1))
     assert torch.equal(rng_before, torch.get_rng_state())  # the trainer's RNG is left alone
     data.workers = 2
-    in_workers = list(data.train_batches(0, 1, order, 8, rank=0, world=1))
+    in_workers = list(data.seed_batches(0, 1, order, 8, rank=0, world=1))
     assert len(in_process) == 2
     for (a, ya), (b, yb) in zip(in_process, in_workers):
         assert torch.equal(a, b) and torch.equal(ya, yb)
     # two processes split each global batch: rank r takes every second sample
-    halves = [next(iter(data.train_batches(0, 1, order, 8, rank=r, world=2))) for r in (0, 1)]
+    halves = [next(iter(data.seed_batches(0, 1, order, 8, rank=r, world=2))) for r in (0, 1)]
     assert sorted(halves[0][1].tolist() + halves[1][1].tolist()) == sorted(in_process[0][1].tolist())
 
 
@@ -84,31 +91,3 @@ def test_trainer_streams_and_resumes_exactly(tmp_path: Path) -> None:
             torch.testing.assert_close(value, resumed["models"][name].state_dict()[key], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="stream=True reads an ImageFolder tree"):
         TrainConfig(dataset="cifar10", stream=True)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
-def test_torchrun_shards_training_and_evaluation(tmp_path: Path, stream: bool) -> None:
-    tree = make_tree(tmp_path / "data", per_class=10, size=20)  # 10 val images: the ranks take 5 each
-    out = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lape_lib.train",
-        "--model", "vit_lite_7_4", "--override", "depth=1", "dim=32", "num_heads=2", "--joins", "lape",
-        "--dataset", "imagefolder", "--data-root", str(tree), "--img-size", "16", "--batch-size", "8", "--epochs", "2",
-        "--warmup-epochs", "1", "--cooldown-epochs", "0", "--device", "cpu", "--no-progress", "--out", str(out),
-    ] + (["--stream", "--workers", "1"] if stream else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "weights-rank0.sha256").read_text() == (out / "weights-rank1.sha256").read_text()
-    results = json.loads((out / "results.json").read_text())
-    assert results["world_size"] == 2 and results["done"] and len(results["arms"]["learnable-lape-s0"]["history"]) == 2
-    cfg = TrainConfig(**results["config"])
-    # The sharded evaluation, summed over both ranks, equals one process evaluating the whole split.
-    model = create_model("vit_lite_7_4", num_classes=2, img_size=16, join="lape", **SMALL)
-    model.load_state_dict(load_checkpoint(out / "checkpoint.pt", None, torch.device("cpu"))["arms"]["learnable-lape-s0"]["model"])
-    data = load_data(cfg)
-    alone = evaluate(model, eval_batches(data, 0, 1, torch.device("cpu")), BatchAugment(cfg.augment, data.mean, data.std, 2),
-                     torch.float32, torch.device("cpu"))
-    final = results["arms"]["learnable-lape-s0"]["final"]
-    assert final["test_acc"] == pytest.approx(alone["test_acc"])
-    assert final["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-5)

@@ -110,3 +110,22 @@ def test_per_layer_pe_of_timm_models() -> None:
     assert lape.shape == (3, 17, 192)
     torch.testing.assert_close(lape[2], model.layer_pes()[2][0])
     assert per_layer_pe(make("vit_base_patch16_224-noembedcls")).shape == (2, 16, 96)
+
+
+def test_timm_model_in_the_trainer() -> None:
+    from lape_lib.augment import AugmentConfig
+    from lape_lib.config import TrainConfig
+    from lape_lib.train import train
+
+    res = train(TrainConfig(
+        model="timm/deit_tiny_patch16_224", model_overrides={"patch_size": 8, "depth": 1}, joins=("add", "lape"),
+        dataset="toy", n_train=32, n_test=16, epochs=1, warmup_epochs=0, cooldown_epochs=0, batch_size=16,
+        augment=AugmentConfig.off(), device="cpu", progress=False,
+    ))
+    assert set(res["arms"]) == {"learnable-add-s0", "learnable-lape-s0"}
+    dim, depth = 192, 1
+    assert res["arms"]["learnable-lape-s0"]["params"] - res["arms"]["learnable-add-s0"]["params"] == 2 * dim * depth
+    with pytest.raises(ValueError, match="pe 'learnable' only"):
+        TrainConfig(model="timm/deit_tiny_patch16_224", pes=("sin2d",))
+    with pytest.raises(ValueError, match="unknown timm model"):
+        TrainConfig(model="timm/deit_gigantic")

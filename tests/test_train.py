@@ -11,7 +11,8 @@ import torch
 
 from lape_lib.augment import AugmentConfig
 from lape_lib.checkpoint import CheckpointMismatchError, load_model
-from lape_lib.train import NonFiniteLossError, TrainConfig, lr_at, main, train
+from lape_lib.config import TrainConfig
+from lape_lib.train import NonFiniteLossError, lr_at, main, train
 
 TINY = dict(
     model="vit_lite_7_4", model_overrides={"depth": 1, "dim": 32, "num_heads": 2}, dataset="toy", n_train=64,
@@ -184,9 +185,9 @@ def test_joins_of_one_seed_draw_the_same_dropout_masks(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(M.DropPath, "forward", spy)
     monkeypatch.setattr(M.DropPath, "owner", "", raising=False)
-    import lape_lib.train as T
+    import lape_lib.config as C
 
-    build = T.build_model
+    build = C.build_model
 
     def tagged(cfg, pe, join, n):
         model = build(cfg, pe, join, n)
@@ -195,7 +196,7 @@ def test_joins_of_one_seed_draw_the_same_dropout_masks(monkeypatch: pytest.Monke
                 m.owner = join
         return model
 
-    monkeypatch.setattr(T, "build_model", tagged)
+    monkeypatch.setattr(C, "build_model", tagged)
     train(tiny(epochs=1, warmup_epochs=0, cooldown_epochs=0, model_overrides={**TINY["model_overrides"], "depth": 2}))
     assert len(masks["add"]) == len(masks["lape"]) > 0
     for a, b in zip(masks["add"], masks["lape"]):
@@ -247,7 +248,9 @@ def test_checkpoint_from_before_an_added_option_resumes_at_its_default(tmp_path:
     state = load_checkpoint(tmp_path / "checkpoint.pt", None)
     older = {k: v for k, v in cfg.fingerprint().items() if k != "stream"}  # as an older version wrote it (no data either)
     save_checkpoint(tmp_path / "checkpoint.pt", {k: v for k, v in state.items() if k not in ("format", "fingerprint")}, older)
-    assert train(cfg)["done"]  # stream was False before it existed
+    resumed = train(cfg)  # stream was False before it existed
+    assert resumed["done"] and len(resumed["arms"]["learnable-lape-s0"]["history"]) == 2
+    assert_same_weights(resumed, train(tiny(epochs=2, warmup_epochs=0, cooldown_epochs=0)))  # resumed, not retrained
     with pytest.raises(CheckpointMismatchError, match="stream: checkpoint False vs now True"):
         load_checkpoint(tmp_path / "checkpoint.pt", {**older, "stream": True}, defaults={"stream": False})
 
@@ -354,20 +357,34 @@ def test_checkpoint_every_zero_writes_one_only_when_a_call_ends_early(tmp_path: 
     assert not first["done"] and (tmp_path / "cut" / "checkpoint.pt").exists()  # stopped early: resumable
     resumed = train(tiny(out_dir=str(tmp_path / "cut")), checkpoint_every=0)
     assert resumed["done"] and len(resumed["arms"]["learnable-lape-s0"]["history"]) == 4
+    assert_same_weights(resumed, whole)  # the checkpoint was resumed: a retrain from scratch would differ
     with pytest.raises(ValueError, match=r"checkpoint_every must be an integer >= 0 .*got -1"):
         train(tiny(out_dir=str(tmp_path / "bad")), checkpoint_every=-1)
 
 
 def test_the_estimate_times_the_runs_own_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lape_lib.train as trainer
+    import lape_lib.speed as speed
 
     seen: list[TrainConfig] = []
-    real = trainer.build_arms
-    monkeypatch.setattr(trainer, "build_arms", lambda cfg, *a, **k: seen.append(cfg) or real(cfg, *a, **k))
+    real = speed.build_arms
+    monkeypatch.setattr(speed, "build_arms", lambda cfg, *a, **k: seen.append(cfg) or real(cfg, *a, **k))
     cfg = tiny(joins=("add", "lape"), seeds=(0, 1), stack_seeds=True, n_train=64)
-    est = trainer.estimate_minutes(cfg, steps=1)
+    est = speed.estimate_minutes(cfg, steps=1)
     assert est["models"] == 4 and len(seen) == 1
     timed = seen[0]
     assert (timed.stack_seeds, timed.compile, timed.cuda_graph, timed.precision, timed.model_overrides, timed.augment) == (
         cfg.stack_seeds, cfg.compile, cfg.cuda_graph, cfg.precision, cfg.model_overrides, cfg.augment)
     assert timed.arms() == cfg.arms() and timed.batch_size == cfg.batch_size
+
+
+def test_deit_recipe_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lape_lib.train as T
+
+    seen: list = []
+    monkeypatch.setattr(T, "train", lambda cfg, **kw: seen.append(cfg) or {"arms": {}})
+    T.main(["--recipe", "deit", "--data-root", "/tmp/x", "--batch-size", "256", "--joins", "lape"])
+    cfg = seen[-1]
+    assert cfg.model == "timm/deit_tiny_patch16_224" and cfg.img_size == 224 and cfg.joins == ("lape",)
+    assert cfg.lr == pytest.approx(5e-4 * 256 / 512) and cfg.weight_decay == 0.05 and cfg.augment.crop_scale == (0.08, 1.0) and cfg.stream
+    T.main(["--dataset", "toy", "--no-augment", "--epochs", "20"])
+    assert seen[-1].lr == 5.5e-4 and seen[-1].epochs == 20  # the CIFAR recipe stays the default
