@@ -1,6 +1,6 @@
 """Is the browser test stable? Run it N times in a row beside a CPU-bound process and record each run.
 
-    .venv/bin/python scripts/browser_stability.py --runs 10 --out results/browser_stability.json
+    .venv/bin/python scripts/browser_stability.py --runs 10   # -> results/browser_stability/<date>-<commit>.json
 
 Each run is ``pytest tests/test_browser.py -k run_all`` (every notebook opened in JupyterLab and run
 with Run All, smoke mode) in a clone of HEAD, so uncommitted edits cannot help it. A busy loop
@@ -37,13 +37,15 @@ def write_json(path: Path, payload: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "browser_stability.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/browser_stability/<date>-<commit>.json")
     parser.add_argument("--no-load", action="store_true", help="run without the CPU-bound process beside it")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
                             check=True).stdout.strip()
+    if args.out is None:
+        args.out = ROOT / "results" / "browser_stability" / f"{time.strftime('%Y-%m-%d')}-{commit[:7]}.json"
     work = Path(tempfile.mkdtemp(prefix="browser-stability-"))
     clone = work / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
