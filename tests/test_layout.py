@@ -1,4 +1,4 @@
-"""The package's architecture, checked: imports form a tree (no cycles, lazy imports included),
+"""The package's architecture, checked: the imports have no cycles (lazy imports included),
 the floors stay where they are, train.py stays a trainer, and README's layout lists every module."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_the_cycle_finder_finds_cycles_and_lazy_imports() -> None:
     assert imports_of(lazy) == {"train", "models", "data"}
 
 
-def test_imports_form_a_tree() -> None:
+def test_imports_have_no_cycles() -> None:
     cycle = find_cycle(graph())
     assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
 
