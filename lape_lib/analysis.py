@@ -195,7 +195,7 @@ def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, An
     """``pe_share`` of every absolute-PE arm of a ``train`` results dict (its first seed), at init
     (rebuilt from the same seed) and trained, on the run's first ``n_images`` test images."""
     from .config import TrainConfig, arm_label, arm_name, initial_model, load_data
-    from .data import ImageData
+    from .images import ImageData
 
     cfg = TrainConfig(**{**results["config"], "progress": False})
     data = load_data(cfg)

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from .augment import AugmentConfig
-from .data import DATASETS, EXPECTED_COUNTS, QUADRANTS, load_cifar, load_imagefolder, make_position_toy
-from .images import ImageDataset
+from .data import load_cifar, load_imagefolder
+from .images import DATASETS, EXPECTED_COUNTS, ImageDataset
+from .synthetic import QUADRANTS, make_position_toy
 from .models import JOINS, combination_problem, create_model, list_models, resolve_config, valid_combination
 from .pos_embed import PE_TYPES
 from .stream import open_imagefolder

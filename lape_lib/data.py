@@ -1,4 +1,4 @@
-"""CIFAR as uint8 tensors (decoded once, cached without pickle) and a position-sensitive toy set.
+"""CIFAR as uint8 tensors (decoded once, cached without pickle), and ImageFolder trees held in memory.
 
 Where data is read from, in order: an explicit ``root``, else ``$LAPE_DATA``, else ``./data``,
 the checkout's ``data/``, and ``../shared/data`` beside the checkout. Inside a root the loader
@@ -18,95 +18,26 @@ import shutil
 import tarfile
 import time
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from . import hub
-from .files import atomic_write, sha256_file, tensors_sha256
-from .images import CIFAR10_CLASSES, Batch, DataError, decode_image, epoch_order, is_image_file, stack_images
+from .files import atomic_write, sha256_file
+from .images import (DATASETS, EXPECTED_COUNTS, MEAN_STD, SPLITS, DataError, ImageData, decode_image, is_image_file,
+                     splits_digest, stack_images)
 from .notebook import smoke_mode
+from .synthetic import make_standin
 
-DATASETS = ("cifar10", "cifar100")
-MEAN_STD = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-}
 # Archives whose contents we know: a mismatch means a corrupt or different file.
 KNOWN_SHA256 = {"cifar10-jpeg.tar.xz": "f7453856acd3811d8bb9297c414e1d265bfe85aaec7b1460a37e9b44e8077808"}
 _ARCHIVE_SUFFIXES = (".tar", ".tar.xz", ".tar.gz", ".tgz")
-# (classes, train images per class, test images per class): what a complete copy holds, whatever
-# its source; a damaged archive can end early (tarfile takes a bad header for the end) and look fine.
-EXPECTED_COUNTS = {"cifar10": (10, 5000, 1000), "cifar100": (100, 500, 100)}
 _TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 _REPO = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "LAPE_CIFAR_MIRROR"  # a base URL that serves cifar-10-python.tar.gz / cifar-100-python.tar.gz
 DOWNLOAD_TRIES = 2  # per source
 RETRY_WAIT_S = 5.0
-
-
-@dataclass(frozen=True)
-class ImageData:
-    """A labelled image classification dataset held as tensors.
-
-    Images are uint8 (N, 3, H, W); labels int64 (N,). ``mean``/``std`` are the per-channel
-    normalization constants on the [0, 1] scale.
-    """
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    classes: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    source: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def n_train(self) -> int:
-        return len(self.train_y)
-
-    @property
-    def n_test(self) -> int:
-        return len(self.test_y)
-
-    def to(self, device: str | torch.device) -> ImageData:
-        return replace(self, **{k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")})
-
-    def identity(self) -> str:
-        """What the images are, wherever and in whatever format they were read: a sha256 of the
-        tensors (labels included). Runs on other data never resume each other or share a report row."""
-        return "sha256:" + _tensors_digest({k: getattr(self, k).cpu() for k in _CACHE_KEYS})
-
-    def train_batches(self, seeds: list[int], epoch: int, batch_size: int, rank: int, world: int,
-                      device: torch.device) -> Iterator[Batch]:
-        """See ``images.ImageDataset``: the images are indexed where they are held (on the device)."""
-        orders = {s: epoch_order(s, epoch, self.n_train, self.train_y.device) for s in seeds}
-        for step in range(self.n_train // batch_size):
-            batch = {}
-            for s in seeds:
-                idx = orders[s][step * batch_size:(step + 1) * batch_size][rank::world]
-                batch[s] = (self.train_x[idx].to(device), self.train_y[idx].to(device))
-            yield batch
-
-    def eval_batches(self, rank: int, world: int, device: torch.device,
-                     batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """See ``images.ImageDataset``."""
-        x_all, y_all = self.test_x[rank::world], self.test_y[rank::world]
-        for i in range(0, len(y_all), batch_size):
-            yield x_all[i:i + batch_size].to(device), y_all[i:i + batch_size].to(device)
-
-    def __repr__(self) -> str:
-        return (
-            f"ImageData({len(self.train_y)} train / {len(self.test_y)} test, {self.num_classes} classes, "
-            f"{tuple(self.train_x.shape[1:])}, from {self.source})"
-        )
 
 
 def default_roots() -> list[Path]:
@@ -377,20 +308,13 @@ def _read_archive(path: Path):
     return _stack(items, classes, path), classes
 
 
-_CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y")
-
-
-def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    return tensors_sha256(((key, tensors[key]) for key in _CACHE_KEYS), layout=False)
-
-
 def _write_cache(path: Path, data: ImageData) -> None:
     """Write the decoded tensors with a sha256 of their content; the cache is only an
     optimisation, so a failure (an unwritable folder, a full disk) warns and leaves no temp file."""
     from safetensors.torch import save_file
 
-    tensors = {k: getattr(data, k).contiguous() for k in _CACHE_KEYS}
-    meta = {"classes": json.dumps(data.classes), "sha256": _tensors_digest(tensors)}
+    tensors = {k: getattr(data, k).contiguous() for k in SPLITS}
+    meta = {"classes": json.dumps(data.classes), "sha256": splits_digest(tensors)}
     try:
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     except OSError as err:
@@ -406,7 +330,7 @@ def _read_cache(path: Path, name: str, source: str) -> ImageData:
         meta = f.metadata()
         classes = tuple(json.loads(meta["classes"]))
     t = load_file(str(path))
-    if _tensors_digest(t) != meta.get("sha256"):
+    if splits_digest(t) != meta.get("sha256"):
         raise DataError(f"{path}: its content does not match the checksum written with it")
     mean, std = MEAN_STD[name]
     return ImageData(t["train_x"], t["train_y"], t["test_x"], t["test_y"], classes, mean, std, source)
@@ -464,66 +388,6 @@ def load_imagefolder(root: str | os.PathLike, img_size: int, *, n_train: int | N
     mean, std = IMAGENET_MEAN_STD
     data = ImageData(x_train, y_train, x_test, y_test, classes=classes, mean=mean, std=std, source=f"imagefolder:{folder}")
     return subset(data, n_train, n_test, seed)
-
-
-QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
-
-
-STANDIN_PER_CLASS = {"cifar10": (50, 20), "cifar100": (5, 2)}  # train, test images per class
-
-
-def make_standin(name: str, seed: int = 0) -> ImageData:
-    """A small CIFAR-shaped stand-in for ``name`` (32 x 32 RGB, its number of classes), made here:
-    what smoke mode reads when no copy of the real data is found. Each class is a colour and a
-    stripe direction under noise, so a model can learn something; the ``source`` (which every load
-    and every results.json reports) and the class names say plainly that this is not CIFAR."""
-    classes_n = EXPECTED_COUNTS[name][0]
-    per_train, per_test = STANDIN_PER_CLASS[name]
-    g = torch.Generator().manual_seed(seed)
-    labels = [torch.arange(classes_n).repeat_interleave(n) for n in (per_train, per_test)]
-    palette = torch.rand(classes_n, 3, generator=g)  # one colour per class, shared by both splits
-    xs = []
-    for y in labels:
-        colour = palette[y][:, :, None, None]
-        grid = torch.arange(32.0)
-        angle = (y.float() * 2.399)[:, None, None]  # the golden angle: a different stripe direction per class
-        stripes = torch.sin((grid[None, :, None] * torch.cos(angle) + grid[None, None, :] * torch.sin(angle)) * 0.8)
-        image = colour * (0.6 + 0.3 * stripes[:, None]) + 0.15 * torch.randn(len(y), 3, 32, 32, generator=g)
-        xs.append((image.clamp(0, 1) * 255).to(torch.uint8))
-    names = tuple(f"{c} (stand-in)" for c in CIFAR10_CLASSES) if name == "cifar10" else tuple(f"class_{i} (stand-in)" for i in range(classes_n))
-    return ImageData(xs[0], labels[0], xs[1], labels[1], names, *MEAN_STD[name],
-                     f"stand-in:{name} (generated in smoke mode: no {name} copy was found; NOT {name}, its numbers mean nothing)")
-
-
-def make_position_toy(n_train: int = 2000, n_test: int = 500, img_size: int = 32, patch: int = 4, seed: int = 0) -> ImageData:
-    """A dataset where only *where* matters: the label is the quadrant of a marker patch.
-
-    Each image is low-amplitude noise plus one bright, randomly coloured ``patch x patch``
-    marker aligned to the patch grid, and one dimmer distractor marker anywhere. Every class
-    has the same patch contents, so a ViT without PE (its patch tokens are a bag) is at chance
-    (25 %), and any model that uses position can reach ~100 %.
-    """
-    if img_size % (2 * patch):
-        raise ValueError(f"img_size {img_size} must be a multiple of 2*patch={2 * patch}")
-    g = torch.Generator().manual_seed(seed)
-    n = n_train + n_test
-    cells = img_size // patch
-    x = (torch.rand(n, 3, img_size, img_size, generator=g) * 60).to(torch.uint8)
-    y = torch.randint(0, 4, (n,), generator=g)
-    half = cells // 2
-    row = torch.randint(0, half, (n,), generator=g) + (y // 2) * half
-    col = torch.randint(0, half, (n,), generator=g) + (y % 2) * half
-    colour = (torch.rand(n, 3, generator=g) * 80 + 175).to(torch.uint8)
-    d_row, d_col = torch.randint(0, cells, (n,), generator=g), torch.randint(0, cells, (n,), generator=g)
-    for i in range(n):
-        r, c = int(d_row[i]) * patch, int(d_col[i]) * patch
-        x[i, :, r:r + patch, c:c + patch] = 110
-        r, c = int(row[i]) * patch, int(col[i]) * patch
-        x[i, :, r:r + patch, c:c + patch] = colour[i, :, None, None]
-    return ImageData(
-        x[:n_train], y[:n_train], x[n_train:], y[n_train:], QUADRANTS,
-        (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), f"toy:quadrant(seed={seed})",
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,10 @@ from types import SimpleNamespace
 from typing import Any
 
 SMOKE_ENV = "LAPE_SMOKE"
+# Set where no person can move a slider (the test suite's papermill and nbval runs): widgets are
+# shown as static figures there. nbclient can also hang on a cell that creates widgets
+# (jupyter/nbclient#312), which a headless run cannot afford.
+NO_WIDGETS_ENV = "LAPE_NO_WIDGETS"
 _UNSET: Any = object()
 
 
@@ -30,6 +34,11 @@ class Param:
     positive: bool = False  # a number must be > 0 (None, where allowed, passes)
     minimum: float | None = None  # a number must be >= this (None, where allowed, passes)
     parse: Callable[[Any], Any] | None = None  # raises ValueError on a bad value (each item, with ``each``)
+
+
+def widgets_wanted(interactive: bool) -> bool:
+    """Whether to show sliders: asked for (``interactive``) and not a headless run (``NO_WIDGETS_ENV``)."""
+    return interactive and os.environ.get(NO_WIDGETS_ENV, "").lower() in ("", "0", "false", "no")
 
 
 def smoke_mode() -> bool:

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from .analysis import pe_similarity, per_layer_attn_bias, per_layer_pe
 from .models import VisionTransformer
+from .notebook import widgets_wanted
 from .config import arm_label
 
 
@@ -71,8 +72,8 @@ def plot_layer_similarity(
 
 def explore_similarity(models: Mapping[str, VisionTransformer], patch: int | None = None, interactive: bool = True) -> None:
     """One patch's PE similarity map per model, at one layer: with a layer slider and a patch slider
-    where ipywidgets is installed and ``interactive`` (notebook 03's explorer), else the figure
-    for layer 1 and ``patch`` (None: a central one)."""
+    where ipywidgets is installed and ``interactive`` (notebook 03's explorer; not in a headless run,
+    ``notebook.NO_WIDGETS_ENV``), else the figure for layer 1 and ``patch`` (None: a central one)."""
     sims = {join: pe_similarity(per_layer_pe(m)) for join, m in models.items()}
     grid = next(iter(models.values())).grid
     start = central_patch(grid) if patch is None else patch
@@ -90,7 +91,7 @@ def explore_similarity(models: Mapping[str, VisionTransformer], patch: int | Non
         import ipywidgets as widgets
     except ImportError:
         widgets = None
-    if interactive and widgets is not None:
+    if widgets_wanted(interactive) and widgets is not None:
         depth = len(next(iter(sims.values())))
         widgets.interact(show, layer=widgets.IntSlider(1, 1, depth), patch=widgets.IntSlider(start, 0, grid[0] * grid[1] - 1))
     else:

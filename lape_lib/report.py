@@ -19,9 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .config import REPORT_FREE_FIELDS, RESULTS_SCHEMA, arm_label
+from .stats import ALPHA, describe, holm, paired_difference
 
 # ICCV 2023 paper, Table 2 (CIFAR, learnable PE, 300 epochs, mean of 5 seeds, no spread given) and
 # Table 1 (ImageNet-1K, 300 epochs): (default "add", LaPE) top-1 in %. See ../shared/docs/recipe.md.
@@ -105,39 +104,6 @@ def _final_accuracy(arm: Mapping[str, Any]) -> float | None:
     return arm.get("final", {}).get("test_acc")
 
 
-def _describe(values: Sequence[float]) -> dict[str, Any]:
-    a = np.asarray(values, dtype=float)
-    return {"n": len(a), "mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else None,
-            "min": float(a.min()), "max": float(a.max())}
-
-
-def paired_difference(treatment: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Mean of ``treatment - baseline`` over paired seeds, a Student-t interval and a paired t-test.
-
-    With one pair there is no spread: the interval and p-value are None. Nor with pairs that all
-    differ by the same amount (``no_spread``: a std at rounding level, which a t-test would turn
-    into an absurdly small p): there is nothing to test against.
-    """
-    from scipy import stats
-
-    if len(treatment) != len(baseline) or not treatment:
-        raise ValueError(f"paired samples need equal, non-zero lengths; got {len(treatment)} and {len(baseline)}")
-    d = np.asarray(treatment, dtype=float) - np.asarray(baseline, dtype=float)
-    out: dict[str, Any] = {"n": len(d), "mean": float(d.mean()), "std": None, "ci": None, "confidence": confidence,
-                           "t": None, "p_value": None, "per_seed": d.tolist()}
-    if len(d) > 1:
-        sd = float(d.std(ddof=1))
-        if sd <= 1e-9 * max(1.0, abs(out["mean"])):
-            out.update(std=0.0, no_spread=True)
-            return out
-        half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1)) * sd / math.sqrt(len(d))
-        out.update(std=sd, ci=[out["mean"] - half, out["mean"] + half])
-        if sd > 0:
-            test = stats.ttest_rel(np.asarray(treatment, dtype=float), np.asarray(baseline, dtype=float))
-            out.update(t=float(test.statistic), p_value=float(test.pvalue))
-    return out
-
-
 def arm_labels(runs: Sequence[Mapping[str, Any]]) -> set[str]:
     """Every arm label that ``runs`` hold."""
     return {arm_label(arm) for run in runs for arm in run["arms"].values()}
@@ -216,8 +182,8 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
             **_group_fields(key, g), "baseline": baseline, "treatment": treatment,
             "seeds": seeds, "unpaired": sorted(set(base) ^ set(treat)),
             "per_seed": [{"seed": s, baseline: base[s], treatment: treat[s], "difference": treat[s] - base[s]} for s in seeds],
-            baseline: _describe([base[s] for s in seeds]) if seeds else None,
-            treatment: _describe([treat[s] for s in seeds]) if seeds else None,
+            baseline: describe([base[s] for s in seeds]) if seeds else None,
+            treatment: describe([treat[s] for s in seeds]) if seeds else None,
             "difference": paired_difference([treat[s] for s in seeds], [base[s] for s in seeds]) if seeds else None,
             "published": None,
         }
@@ -246,22 +212,6 @@ FACTORS: tuple[tuple[str, str, str, str, str], ...] = (
     ("per layer", "lape_shared", "lape", "a PE LayerNorm per layer, chained (LaPE)", "chain"),
     ("per layer (parallel)", "lape_shared", "lape_parallel", "a PE LayerNorm per layer, each on the raw P (instead of per layer)", "side"),
 )
-ALPHA = 0.05  # the verdicts' significance level, after Holm's correction over a row's factor steps
-
-
-def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down adjusted p-values (None stays None and is not counted in the family).
-
-    The k-th smallest of m p-values is multiplied by m − k + 1, then made non-decreasing; an
-    adjusted p below α rejects with a family-wise error rate of at most α.
-    """
-    known = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    out: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for k, (p, i) in enumerate(known):
-        running = max(running, min(1.0, (len(known) - k) * p))
-        out[i] = running
-    return out
 
 
 def _pair(acc: Mapping[str, Mapping[int, float]], start: str, end: str) -> dict[str, Any] | None:
@@ -300,7 +250,7 @@ def compare_arms(runs: Sequence[Mapping[str, Any]], reference: str = "lape",
         for f, adjusted in zip(factors, holm([f["p_value"] for f in factors])):
             f["p_holm"] = adjusted
         out.append({**_group_fields(key, g), "reference": reference,
-                    "arms": {label: _describe(list(by_seed.values())) for label, by_seed in acc.items()},
+                    "arms": {label: describe(list(by_seed.values())) for label, by_seed in acc.items()},
                     "per_seed": {label: dict(sorted(by_seed.items())) for label, by_seed in acc.items()},
                     "against_reference": against, "factors": factors, "total": _pair(acc, "add", reference)})
     return out

@@ -17,7 +17,7 @@ import torch
 
 from .augment import AugmentConfig, BatchAugment
 from .config import TOY_SIZES, TrainConfig, num_classes_of
-from .data import EXPECTED_COUNTS
+from .images import EXPECTED_COUNTS
 from .train import _check_cuda_graph, _synchronize, augment_seeds, build_arms, resolve_device, resolve_precision, train_step
 
 

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 import lape_lib.data as data_module
-from lape_lib.data import DataError, balanced_indices, load_cifar, load_imagefolder, make_position_toy, subset
+from lape_lib.data import DataError, balanced_indices, load_cifar, load_imagefolder, subset
+from lape_lib.synthetic import make_position_toy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.xz"
 CLASSES = ("airplane", "automobile", "bird")

@@ -42,3 +42,24 @@ def test_the_similarity_explorer_draws_one_map_per_model_without_widgets(monkeyp
     grid = axes[0].images[0].get_array()
     assert grid.shape == (8, 8) and grid[1, 1] == pytest.approx(1.0, abs=1e-5)  # patch 9 sits at row 1, column 1
     plt.close("all")
+
+
+def test_the_explorer_shows_sliders_only_where_a_person_can_move_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sliders with ``interactive`` in a kernel a person drives; a static figure in a headless run
+    (the suite sets LAPE_NO_WIDGETS for papermill and nbval; the browser test unsets it)."""
+    widgets = pytest.importorskip("ipywidgets")
+    from lape_lib.notebook import NO_WIDGETS_ENV
+    from lape_lib.plotting import explore_similarity
+
+    calls: list = []
+    monkeypatch.setattr(widgets, "interact", lambda f, **sliders: calls.append(sorted(sliders)))
+    monkeypatch.setattr(plt, "show", lambda: None)
+    models = {"lape": create_model("vit_lite_7_4", join="lape", depth=2).eval()}
+    monkeypatch.setenv(NO_WIDGETS_ENV, "1")
+    explore_similarity(models, interactive=True)
+    assert calls == []  # headless: the static figure
+    monkeypatch.delenv(NO_WIDGETS_ENV)
+    explore_similarity(models, interactive=True)
+    explore_similarity(models, interactive=False)
+    assert calls == [["layer", "patch"]]
+    plt.close("all")

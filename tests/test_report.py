@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lape_lib.report import (PUBLISHED, arms_table, compare, compare_arms, factors_table, factors_verdict, holm, load_results,
-                             main, markdown_table, paired_difference, verdict)
+from lape_lib.report import (PUBLISHED, arms_table, compare, compare_arms, factors_table, factors_verdict, load_results, main,
+                             markdown_table, verdict)
+from lape_lib.stats import holm, paired_difference
 from lape_lib.train import train
 from test_train import tiny
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import lape_lib.data as data_module
-from lape_lib.data import DataError, download_root, load_cifar, make_standin
+from lape_lib.data import DataError, download_root, load_cifar
+from lape_lib.synthetic import make_standin
 
 
 @pytest.fixture(autouse=True)
