@@ -469,9 +469,10 @@ def _counts_off(cells: list) -> None:
 
 
 def _dead_callback(cells: list) -> None:
-    cell = next(c for c in cells if "def show(layer=1, patch=start):" in c.source)
-    cell.source = cell.source.replace("def show(layer=1, patch=start):\n",
-                                      "def show(layer=1, patch=start):\n    layer, patch = 1, start  # broken on purpose: ignores the sliders\n")
+    cell = next(c for c in cells if "explore_similarity(models" in c.source)
+    cell.source = ("import ipywidgets\n_interact = ipywidgets.interact\n"
+                   "ipywidgets.interact = lambda f, **sliders: _interact(lambda layer=1, patch=0: f(), **sliders)"
+                   "  # broken on purpose: the figure ignores the sliders\n" + cell.source)
 
 
 @pytest.mark.parametrize(("source", "edit", "expected", "needle"), [
