@@ -97,8 +97,11 @@ _AT_LEAST_ZERO = {"warmup_epochs", "cooldown_epochs", "seed"}
 
 
 def _field_types(name: str) -> tuple[type, ...]:
-    """The types a TrainConfig field takes, read from its annotation (``int | None`` -> (int, NoneType))."""
-    hint = typing.get_type_hints(TrainConfig)[name]
+    """The types a TrainConfig field takes, read from its annotation (``int | None`` -> (int, NoneType));
+    for a notebook's ``pe`` / ``seed``, the item type of the tuple field it gives one value of."""
+    hint = typing.get_type_hints(TrainConfig)[_ONE_OF.get(name, name)]
+    if name in _ONE_OF:  # tuple[int, ...] -> int
+        return (typing.get_args(hint)[0],)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return tuple(typing.get_origin(a) or a for a in typing.get_args(hint))
     return (typing.get_origin(hint) or hint,)
@@ -106,13 +109,10 @@ def _field_types(name: str) -> tuple[type, ...]:
 
 def _param(name: str, nullable: bool) -> Param:
     """How a notebook checks one trainer parameter: its type and choices from ``TrainConfig``."""
-    field = _ONE_OF.get(name, name)
-    kinds = _field_types(field)
+    kinds = _field_types(name)
     choices: Any = {"model": list_models(), "pes": PE_TYPES, "pe": PE_TYPES,
                     "dataset": tuple(d for d in DATASET_CHOICES if d != "imagefolder")}.get(name)
-    if name in _ONE_OF:  # one item of a tuple field
-        kinds, each = ((int,) if name == "seed" else (str,)), False
-    elif kinds == (tuple,):  # joins, pes, seeds: a list in a notebook
+    if kinds == (tuple,):  # joins, pes, seeds: a list in a notebook
         kinds, each = (list,), True
     elif kinds == (AugmentConfig,):
         kinds, each = (bool,), False
@@ -135,7 +135,7 @@ def training_params(notebook: str) -> dict[str, Param]:
     filled = {k for name in ("cpu", "class", "paper") for k in presets[name]}
     spec: dict[str, Param] = {"preset": Param(str, PRESETS)}
     for name in NOTEBOOK_PARAMS[notebook]:
-        param = _param(name, nullable=name in filled or name == "data_root")
+        param = _param(name, nullable=name in filled)
         if name in presets["smoke"]:
             param = Param(**{**vars(param), "smoke": presets["smoke"][name]})
         spec[name] = param

@@ -18,7 +18,7 @@ import torch
 from .augment import AugmentConfig, BatchAugment
 from .config import TOY_SIZES, TrainConfig, num_classes_of
 from .images import EXPECTED_COUNTS
-from .train import _check_cuda_graph, _synchronize, augment_seeds, build_arms, resolve_device, resolve_precision, train_step
+from .train import check_cuda_graph, synchronize, augment_seeds, build_arms, resolve_device, resolve_precision, train_step
 
 
 def time_step(cfg: TrainConfig, *, steps: int = 20, warmup: int = 3, num_classes: int = 10) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def time_step(cfg: TrainConfig, *, steps: int = 20, warmup: int = 3, num_classes
     """
     dev = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, dev)
-    _check_cuda_graph(cfg, dev, dtype)
+    check_cuda_graph(cfg, dev, dtype)
     arms = build_arms(cfg, num_classes, dev, dtype)
     seeds = sorted({a.seed for a in arms})
     aug = BatchAugment(cfg.augment, (0.5,) * 3, (0.25,) * 3, num_classes, compile=cfg.compile)
@@ -49,10 +49,10 @@ def time_step(cfg: TrainConfig, *, steps: int = 20, warmup: int = 3, num_classes
             losses.append(step_losses)
 
     run(warmup, 0)
-    _synchronize(dev)
+    synchronize(dev)
     t0 = time.perf_counter()
     run(steps, warmup)
-    _synchronize(dev)
+    synchronize(dev)
     seconds = time.perf_counter() - t0
     return {
         "model": cfg.model, "img_size": size, "batch_size": b, "n_models": len(arms), "device": str(dev), "precision": str(dtype),

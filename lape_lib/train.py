@@ -159,7 +159,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     return {"test_acc": 100 * correct / n, "test_loss": loss / n}
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so that a host clock read after it times the work itself."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -191,7 +191,7 @@ def _make_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     return step
 
 
-def _check_cuda_graph(cfg: TrainConfig, device: torch.device, dtype: torch.dtype, world: int = 1) -> None:
+def check_cuda_graph(cfg: TrainConfig, device: torch.device, dtype: torch.dtype, world: int = 1) -> None:
     """Refuse, before any data is read, a ``cuda_graph`` run that cannot be captured."""
     if not cfg.cuda_graph:
         return
@@ -340,7 +340,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
     dtype = resolve_precision(cfg.precision, device)
-    _check_cuda_graph(cfg, device, dtype, world)
+    check_cuda_graph(cfg, device, dtype, world)
     data = load_data(cfg)
     # What the images are (content, not path): part of the run's identity, so a checkpoint made on
     # other data is refused and the report never pools runs on different data.
@@ -382,14 +382,14 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
             set_lr(arm.optimizer, lr)
         mix = cfg.mix_off_epoch is None or epoch < cfg.mix_off_epoch
         losses = {arm.name: torch.zeros((), device=device) for arm in arms}
-        _synchronize(device)
+        synchronize(device)
         t0 = time.perf_counter()
         for step, batch in enumerate(data.train_batches(seeds, epoch, cfg.batch_size, rank, world, device)):
             inputs = augment_seeds(aug, batch, epoch, step, device, shard, mix)
             for name, loss in train_step(arms, inputs, epoch, step, shard).items():
                 losses[name] += loss
             bar.update(1)
-        _synchronize(device)
+        synchronize(device)
         seconds = time.perf_counter() - t0
         wall += seconds
         if world > 1:  # report the mean loss over all processes

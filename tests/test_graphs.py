@@ -88,11 +88,11 @@ def test_refusals() -> None:
 
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA device; this run is on cpu"):
         train(tiny(cuda_graph=True))
-    from lape_lib.train import _check_cuda_graph
+    from lape_lib.train import check_cuda_graph
 
     cuda = torch.device("cuda")  # only checked, never used: no GPU is needed
     with pytest.raises(ValueError, match=r"cannot capture fp16's gradient scaler .* use precision 'fp32'"):
-        _check_cuda_graph(tiny(cuda_graph=True), cuda, torch.float16)
+        check_cuda_graph(tiny(cuda_graph=True), cuda, torch.float16)
     with pytest.raises(ValueError, match="cuda_graph is for one process"):
-        _check_cuda_graph(tiny(cuda_graph=True), cuda, torch.bfloat16, world=2)
-    _check_cuda_graph(tiny(cuda_graph=True), cuda, torch.bfloat16)  # accepted
+        check_cuda_graph(tiny(cuda_graph=True), cuda, torch.bfloat16, world=2)
+    check_cuda_graph(tiny(cuda_graph=True), cuda, torch.bfloat16)  # accepted
