@@ -264,7 +264,12 @@ def _stack(items: dict[str, list[tuple[str, str, np.ndarray]]], classes: tuple[s
     for split in ("train", "test"):
         rows = sorted(items[split], key=lambda r: (r[0], r[1]))
         if not rows:
-            raise DataError(f"{where} has no {split}/<class>/ images")
+            raise DataError(f"{where} has no {split}/<class>/ images: it is not laid out as <split>/<class>/<image>, "
+                            "or it is corrupt or incomplete")
+        unknown = sorted({r[0] for r in rows} - set(classes))
+        if unknown:  # a renamed folder, or a damaged archive's garbled member name
+            raise DataError(f"{where} is corrupt or incomplete: {split} has class folder {unknown[0]!r}, which train/ "
+                            f"lacks (train has {', '.join(classes)}). Copy it again from its source.")
         x = stack_images([r[2] for r in rows], str(where))
         y = torch.tensor([classes.index(r[0]) for r in rows], dtype=torch.int64)
         out += [x, y]
@@ -299,10 +304,17 @@ def _read_archive(path: Path):
                     continue
                 blob = tar.extractfile(member).read()  # type: ignore[union-attr]
                 items[where[0]].append((where[1], Path(member.name).name, decode_image(blob, f"{member.name} in {path}")))
-    except DataError:
-        raise
+            # tarfile stops at the end-of-archive marker; reading on to the stream's end makes
+            # gzip and xz check their CRC, which covers the bytes tarfile never looked at.
+            while tar.fileobj is not None and tar.fileobj.read(1 << 20):
+                pass
+    except DataError as err:
+        # A compressed stream checks its CRC only at a block's end, so a flipped bit usually
+        # surfaces first as an image that will not decode: either way the archive is damaged.
+        raise DataError(f"{err}. The archive {path} is corrupt or holds a damaged image; copy it again") from err
     except Exception as err:  # tarfile, lzma, zlib and bz2 each raise their own kind on a damaged file
-        raise DataError(f"cannot read archive {path} ({type(err).__name__}: {err}): the file is corrupt or truncated; "
+        detail = " ".join(str(err).split())  # tarfile's message spans lines, one per method tried
+        raise DataError(f"{path} is corrupt or truncated: cannot read it as an archive ({type(err).__name__}: {detail}); "
                         "copy it again") from err
     classes = tuple(sorted({r[0] for r in items["train"]}))
     return _stack(items, classes, path), classes

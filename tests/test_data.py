@@ -224,6 +224,21 @@ def test_a_damaged_compressed_archive_is_called_corrupt(tmp_path: Path, monkeypa
             load_cifar("cifar10", archive, cache=False)
 
 
+def test_an_image_that_will_not_decode_marks_the_archive_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The path a flipped bit in a compressed archive usually takes (the stream's CRC is checked
+    # only at a block's end), made deterministic: one member's PNG is cut short.
+    monkeypatch.setattr(data_module, "EXPECTED_COUNTS", {"cifar10": (3, 4, 4)})
+    src = make_imagefolder(tmp_path / "src")
+    png = src / "cifar10" / "test" / "bird" / "0001.png"
+    png.write_bytes(png.read_bytes()[:40])
+    archive = tmp_path / "cifar10-cut.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(src / "cifar10", arcname="cifar10")
+    with pytest.raises(DataError, match=r"cannot decode image cifar10/test/bird/0001.png in .*cifar10-cut.tar.*"
+                                        r"The archive .*cifar10-cut.tar is corrupt or holds a damaged image"):
+        load_cifar("cifar10", archive, cache=False)
+
+
 def test_an_edited_cache_is_not_trusted(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
     from safetensors import safe_open
