@@ -36,18 +36,18 @@ class Param:
     parse: Callable[[Any], Any] | None = None  # raises ValueError on a bad value (each item, with ``each``)
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
     """Whether an environment switch is on: set to anything but empty, 0, false or no."""
     return os.environ.get(name, "").lower() not in ("", "0", "false", "no")
 
 
 def widgets_wanted(interactive: bool) -> bool:
     """Whether to show sliders: asked for (``interactive``) and not a headless run (``NO_WIDGETS_ENV``)."""
-    return interactive and not _env_flag(NO_WIDGETS_ENV)
+    return interactive and not env_flag(NO_WIDGETS_ENV)
 
 
 def smoke_mode() -> bool:
-    return _env_flag(SMOKE_ENV)
+    return env_flag(SMOKE_ENV)
 
 
 def smoke_subfolder(path: str) -> str:

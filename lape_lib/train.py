@@ -37,6 +37,7 @@ from .files import lock_run_folder, tensors_sha256, write_json
 from .graphs import GraphedStep, load_optimizer_state, portable_optimizer_state, set_lr
 from .images import Batch, DataError, ImageDataset
 from .models import JOINS, VisionTransformer, describe, list_models
+from .notebook import env_flag
 from .pos_embed import PE_TYPES
 from .stack import SeedStack, adamw, split_weight_decay
 
@@ -371,7 +372,7 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     seen = {"identity": identity, "sources": sources}
     steps = data.n_train // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
-    quiet = os.environ.get(NO_PROGRESS_ENV, "") not in ("", "0")
+    quiet = env_flag(NO_PROGRESS_ENV)
     bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead) or quiet,
                unit="step")
     seeds = sorted({arm.seed for arm in arms})

@@ -12,6 +12,7 @@ import pytest
 from lape_lib.workbook import CPU_PRESETS, NOTEBOOK_DIR, NOTEBOOKS, notebook_parameters
 
 PATHS = [NOTEBOOK_DIR / n for n in NOTEBOOKS]
+CELL_TIMEOUT_S = 900  # a hung cell fails the test instead of eating CI's 90 min (nbval: pyproject's addopts)
 ROOT = NOTEBOOK_DIR.parent
 
 
@@ -66,7 +67,7 @@ def test_papermill_executes(name: str, tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setenv("LAPE_SMOKE", "1")
     params = dict(CPU_PRESETS[name], output_dir=str(tmp_path))
-    pm.execute_notebook(str(NOTEBOOK_DIR / name), str(tmp_path / name), parameters=params, cwd=str(tmp_path), progress_bar=False)
+    pm.execute_notebook(str(NOTEBOOK_DIR / name), str(tmp_path / name), parameters=params, cwd=str(tmp_path), progress_bar=False, execution_timeout=CELL_TIMEOUT_S)
     executed = read(tmp_path / name)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
@@ -85,7 +86,7 @@ def test_time_limit_ends_a_training_notebook_mid_run_and_the_next_run_resumes(
     for minutes, expected in ((1e-6, "mid-run"), (None, None)):
         out = tmp_path / f"{minutes}-{name}"
         pm.execute_notebook(str(NOTEBOOK_DIR / name), str(out), parameters={**params, "time_limit_minutes": minutes},
-                            cwd=str(tmp_path), progress_bar=False)
+                            cwd=str(tmp_path), progress_bar=False, execution_timeout=CELL_TIMEOUT_S)
         text = "".join(o.get("text", "") for c in read(out).cells if c.cell_type == "code" for o in c.outputs)
         assert ("this run has not reached its last epoch" in text) == (expected == "mid-run")
     results = json.loads(next((tmp_path / "smoke").glob("*/results.json")).read_text())
@@ -113,7 +114,7 @@ def test_wrong_parameter_fails_early(name: str, params: dict, needle: str, tmp_p
     monkeypatch.delenv("LAPE_SMOKE", raising=False)
     with pytest.raises(pm.PapermillExecutionError) as err:
         pm.execute_notebook(str(NOTEBOOK_DIR / name), str(tmp_path / name), parameters={**params, "output_dir": str(tmp_path)},
-                            cwd=str(tmp_path), progress_bar=False)
+                            cwd=str(tmp_path), progress_bar=False, execution_timeout=CELL_TIMEOUT_S)
     assert needle in str(err.value)
     assert err.value.exec_count <= 4, "the bad parameter must stop the notebook in its first cells"
 
