@@ -226,6 +226,37 @@ def layer_differences(model: nn.Module) -> torch.Tensor:
     return (sims - sims[:1]).abs().mean(dim=(1, 2))
 
 
+# The mean |S_l − S_1| above which notebooks 01 and 03 call a layer's PE map moved away from layer 1's.
+LAYER_CUTOFF = 0.05
+
+
+@torch.no_grad()
+def layer_difference_report(models: dict[str, nn.Module]) -> list[str]:
+    """Sentences on how far each model's per-layer PE maps moved from layer 1's: the mean
+    |S_l − S_1| per layer (``layer_differences``), the largest set against layer 1's own contrast
+    (its mean |S_1| off the diagonal) and against ``LAYER_CUTOFF``, and how the models compare."""
+    largest, lines = {}, []
+    for name, m in models.items():
+        d = layer_differences(m)
+        s1 = pe_similarity(per_layer_pe(m))[0]
+        contrast = float(s1[~torch.eye(len(s1), dtype=torch.bool)].abs().mean())
+        largest[name] = float(d.max())
+        lines.append(f"{name}: mean |S_l - S_1| per layer " + " ".join(f"{v:.3f}" for v in d.tolist())
+                     + f"; the largest is {largest[name] / contrast:.0%} of layer 1's mean |S_1| off the diagonal ({contrast:.3f})")
+    for name, v in largest.items():
+        lines.append(f"{name}: " + (f"its layers' maps moved apart (largest mean difference {v:.3f} > {LAYER_CUTOFF})"
+                                    if v > LAYER_CUTOFF else
+                                    f"no layer's map differs from layer 1's by more than {LAYER_CUTOFF} on average over "
+                                    f"patch pairs (largest {v:.3f})"))
+    if len(largest) == 2 and min(largest.values()) > 0:
+        (a, va), (b, vb) = sorted(largest.items(), key=lambda kv: -kv[1])
+        lines.append(f"{a}'s layers moved {va / vb:.1f}x as far from layer 1 as {b}'s")
+    if largest and all(v <= LAYER_CUTOFF for v in largest.values()):
+        lines.append(f"By this cut-off ({LAYER_CUTOFF}) the run does not show the paper's layer-adaptive pattern. "
+                     "Whether longer training or a harder task would show it is not tested here.")
+    return lines
+
+
 @torch.no_grad()
 def stream_scale(model: VisionTransformer, images: torch.Tensor) -> list[dict[str, float]]:
     """Per layer: σ(X_l), the residual stream's per-token std entering layer l, and σ_P/σ(X_l), the

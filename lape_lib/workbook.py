@@ -43,12 +43,12 @@ CPU_PRESETS: dict[str, dict[str, Any]] = {
 # What each notebook's CPU preset can and cannot show: the banner of an executed notebook says it.
 PRESET_NOTES: dict[str, str] = {
     "00_setup.ipynb": "It times this machine's training step and shows where the images are read from.",
-    "01_affine_argument.ipynb": "The algebra holds exactly at any size; its trained pair is a short toy-set run, in which "
-                                "no layer's PE pattern moves apart from layer 1's (longer training is not tested here).",
+    "01_affine_argument.ipynb": "The algebra holds exactly at any size; its trained pair is a short toy-set run (section 3 "
+                                "measures whether its layers' PE maps moved apart; longer training is not tested here).",
     "02_train_vitlite_cifar.ipynb": "A 2-layer ViT-Lite on 2,000 CIFAR-10 images for 6 epochs, one seed: what the joins and "
                                     "controls do early in training, not the paper's 300-epoch result.",
-    "03_per_layer_pe.ipynb": "Its trained pair is a short toy-set run: its PE maps change with training, but every "
-                             "layer's stays close to layer 1's, so the paper's layer-adaptive pattern does not show here.",
+    "03_per_layer_pe.ipynb": "Its trained pair is a short toy-set run: section 1 measures whether its layers' PE maps "
+                             "moved apart (the paper's layer-adaptive pattern); longer training is not tested here.",
     "04_pe_types_and_joins.ipynb": "The toy position task, one seed per cell: which joins let a small model use "
                                    "position within 6 epochs (results/toy_controls/ has 5 seeds of the controls).",
 }

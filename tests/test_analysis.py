@@ -96,3 +96,23 @@ def test_pe_share_is_lambda2_under_add_and_unit_scale_under_the_normed_joins() -
         assert normed["sigma_pe"] == pytest.approx(1.0, abs=1e-3)  # LNpe hands on a unit-scale PE
     with pytest.raises(ValueError, match="pe_share needs a model with an absolute position embedding, got pe='none'"):
         pe_share(create_model("vit_lite_7_4", pe="none", join="add", depth=2), images)
+
+
+def test_layer_difference_report_reads_the_cutoff_both_ways() -> None:
+    from lape_lib.analysis import LAYER_CUTOFF, layer_difference_report, layer_differences
+
+    torch.manual_seed(0)
+    at_init = {"add": create_model("vit_lite_7_4", join="add"), "lape": create_model("vit_lite_7_4", join="lape")}
+    lines = layer_difference_report(at_init)
+    assert "add: mean |S_l - S_1| per layer 0.000 0.000" in lines[0]
+    assert any(line.startswith("lape: no layer's map differs from layer 1's by more than 0.05") for line in lines)
+    assert "does not show the paper's layer-adaptive pattern" in lines[-1]
+    # LaPE's later LayerNorms re-weighting channels moves their maps away from layer 1's.
+    moved = create_model("vit_lite_7_4", join="lape")
+    with torch.no_grad():
+        for norm in list(moved.pe_norms)[1:]:
+            norm.weight.copy_(torch.rand_like(norm.weight) * 3)
+    assert float(layer_differences(moved).max()) > LAYER_CUTOFF
+    lines = layer_difference_report({"add": at_init["add"], "lape": moved})
+    assert any(line.startswith("lape: its layers' maps moved apart") for line in lines)
+    assert not any("does not show" in line for line in lines)
