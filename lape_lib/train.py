@@ -517,7 +517,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pes", nargs="+", choices=PE_TYPES, help=f"default {' '.join(d.pes)}")
     p.add_argument("--seeds", nargs="+", type=int, help="default 0")
     p.add_argument("--dataset", choices=DATASET_CHOICES, help=f"default {d.dataset}")
-    p.add_argument("--data-root", help="folder or archive; default: $LAPE_DATA, ./data, ../shared/data")
+    p.add_argument("--data-root", help="folder or archive; default: $LAPE_DATA, ./data, shared/data beside the checkout")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR if no copy is found")
     p.add_argument("--stream", action="store_true",
                    help="imagefolder: decode and crop images in DataLoader workers instead of holding them in memory")
