@@ -155,3 +155,18 @@ def test_executed_notebooks_get_a_banner_saying_what_the_preset_can_show(tmp_pat
     first = read(tmp_path / name).cells[0]
     assert first.cell_type == "markdown" and 'with the CPU preset: `{"epochs": 6}`' in first.source
     assert "not the paper's 300-epoch result" in first.source
+
+
+@pytest.mark.slow
+def test_per_layer_notebook_with_a_fixed_sinusoid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exercise 2 of notebook 03 (pe="sin2d"): a fixed PE cannot move, and the notebook says so
+    instead of calling it a random code."""
+    import papermill as pm
+
+    monkeypatch.setenv("LAPE_SMOKE", "1")
+    name = "03_per_layer_pe.ipynb"
+    pm.execute_notebook(str(NOTEBOOK_DIR / name), str(tmp_path / name), parameters={"pe": "sin2d", "output_dir": str(tmp_path)},
+                        cwd=str(tmp_path), progress_bar=False, execution_timeout=CELL_TIMEOUT_S)
+    text = "".join(o.get("text", "") for c in read(tmp_path / name).cells if c.cell_type == "code" for o in c.outputs)
+    assert "Both PEs are fixed (a sinusoid cannot move)" in text
+    assert "random code" not in text
