@@ -226,6 +226,19 @@ def layer_differences(model: nn.Module) -> torch.Tensor:
     return (sims - sims[:1]).abs().mean(dim=(1, 2))
 
 
+def _layer_gains(model: nn.Module) -> tuple[str, list[torch.Tensor]] | None:
+    """The per-layer LayerNorm gains that shape each layer's PE picture: LaPE's γ'_l (one PE LayerNorm
+    per layer), else the token LayerNorms' γ_l (``norm1``); None for a model with neither."""
+    pe_norms = getattr(model, "pe_norms", None)
+    blocks = getattr(model, "blocks", None)
+    if pe_norms is not None and blocks is not None and len(pe_norms) == len(blocks) > 1:
+        return "the PE LayerNorms' γ'", [n.weight.detach() for n in pe_norms]
+    norms = [getattr(b, "norm1", None) for b in blocks or []]
+    if norms and all(isinstance(n, nn.LayerNorm) for n in norms):
+        return "the token LayerNorms' γ (norm1)", [cast(nn.LayerNorm, n).weight.detach() for n in norms]
+    return None
+
+
 # The mean |S_l − S_1| above which notebooks 01 and 03 call a layer's PE map moved away from layer 1's.
 LAYER_CUTOFF = 0.05
 
@@ -243,6 +256,9 @@ def layer_difference_report(models: dict[str, nn.Module]) -> list[str]:
         largest[name] = float(d.max())
         lines.append(f"{name}: mean |S_l - S_1| per layer " + " ".join(f"{v:.3f}" for v in d.tolist())
                      + f"; the largest is {largest[name] / contrast:.0%} of layer 1's mean |S_1| off the diagonal ({contrast:.3f})")
+        gains = _layer_gains(m)
+        if gains is not None:  # what moves the maps apart: γ's spread over channels, 0 at init
+            lines.append(f"{name}: std over channels of {gains[0]} per layer " + " ".join(f"{float(g.std()):.3f}" for g in gains[1]))
     for name, v in largest.items():
         lines.append(f"{name}: " + (f"its layers' maps moved apart (largest mean difference {v:.3f} > {LAYER_CUTOFF})"
                                     if v > LAYER_CUTOFF else

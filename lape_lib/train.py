@@ -42,6 +42,7 @@ from .pos_embed import PE_TYPES
 from .stack import SeedStack, adamw, split_weight_decay
 
 CHECKPOINT = "checkpoint.pt"  # in the run's output folder, rewritten atomically after every epoch
+RESUMED_FINISHED = "nothing left to train in this call"  # printed when a call finds its run already finished
 NO_PROGRESS_ENV = "LAPE_NO_PROGRESS"  # set (lape_lib.workbook does): no progress bar, which papermill would save frozen
 
 
@@ -373,6 +374,10 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
     steps = data.n_train // cfg.batch_size  # drop_last, as the recipe's loader does
     end_epoch = cfg.total_epochs if stop_after_epochs is None else min(cfg.total_epochs, start_epoch + stop_after_epochs)
     quiet = env_flag(NO_PROGRESS_ENV)
+    if lead and start_epoch > 0:  # say so: a notebook's wall time and estimate would otherwise read as this call's
+        done = RESUMED_FINISHED if start_epoch >= end_epoch else f"continuing at epoch {start_epoch + 1}"
+        print(f"resumed {ckpt_path} after epoch {start_epoch} of {cfg.total_epochs} ({wall:.0f} s of training so far): {done}",
+              flush=True)
     bar = tqdm(total=(end_epoch - start_epoch) * steps, desc=f"{cfg.model} x{len(arms)}", disable=not (cfg.progress and lead) or quiet,
                unit="step")
     seeds = sorted({arm.seed for arm in arms})

@@ -17,9 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import __version__
+from .files import write_json
 from .presets import PRESETS
+from .train import NO_PROGRESS_ENV, RESUMED_FINISHED
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+RECORD = "workbook.json"  # what a run of the workbook did: commit, device, each notebook's parameters and seconds
 
 NOTEBOOKS = (
     "00_setup.ipynb",
@@ -89,18 +94,23 @@ def notebook_parameters(path: Path) -> set[str]:
 
 
 def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use_gpu_defaults: bool | None = None,
-        kernel: str = "python3", preset: str | None = None) -> list[Path]:
-    """Execute the notebooks in order into ``out``; returns the executed notebooks' paths."""
+        kernel: str = "python3", preset: str | None = None, command: str | None = None) -> list[Path]:
+    """Execute the notebooks in order into ``out``; returns the executed notebooks' paths. ``out/workbook.json``
+    records the run (``command`` as given), rewritten after every notebook."""
     import papermill as pm
     import torch
-
-    from .train import NO_PROGRESS_ENV
 
     gpu = torch.cuda.is_available() if use_gpu_defaults is None else use_gpu_defaults
     out.mkdir(parents=True, exist_ok=True)
     # A progress bar that papermill saves stays frozen at its first frame: the kernels run without.
     os.environ[NO_PROGRESS_ENV] = "1"
-    done = []
+    done: list[Path] = []
+    started = time.perf_counter()
+    record: dict[str, Any] = {
+        "command": command, "commit": _commit(),
+        "lape_lib": __version__, "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+        "date": time.strftime("%Y-%m-%d"), "seconds": 0.0, "notebooks": []}
     names = [n for n in NOTEBOOKS if not only or any(n.startswith(o) for o in only)]
     if not names:
         raise SystemExit(f"error: no notebook matches {only}; the notebooks are {list(NOTEBOOKS)}")
@@ -125,9 +135,32 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
         pm.execute_notebook(str(path), str(out / name), parameters=params, cwd=str(out), kernel_name=kernel,
                             progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
         add_banner(out / name, name, params, params.get("preset", "auto" if gpu else "cpu"))
-        print(f"[workbook] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        seconds = time.perf_counter() - t0
+        print(f"[workbook] {name} done in {seconds:.0f} s", flush=True)
         done.append(out / name)
+        record["notebooks"].append({"name": name, "parameters": params, "seconds": round(seconds, 1),
+                                    "resumed_finished_training": RESUMED_FINISHED in printed_text(out / name)})
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        write_json(out / RECORD, record)  # after every notebook: a killed run still says how far it got
     return done
+
+
+def printed_text(path: Path) -> str:
+    """Everything an executed notebook's code cells printed (stream outputs)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def _commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=NOTEBOOK_DIR.parent, capture_output=True,
+                              text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):  # an installed package, not a checkout
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out).resolve()
     t0 = time.perf_counter()
     gpu_defaults = True if args.gpu_defaults or args.preset not in (None, "cpu") else None
-    done = run(out, {k: _value(v) for k, v in args.parameter}, args.only, gpu_defaults, args.kernel, args.preset)
+    command = "python -m lape_lib.workbook" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+    done = run(out, {k: _value(v) for k, v in args.parameter}, args.only, gpu_defaults, args.kernel, args.preset, command)
     figures = sorted(out.glob("*.png"))
     print(f"\nexecuted {len(done)} notebooks in {time.perf_counter() - t0:.0f} s into {out}")
     for path in done:

@@ -105,6 +105,8 @@ def test_layer_difference_report_reads_the_cutoff_both_ways() -> None:
     at_init = {"add": create_model("vit_lite_7_4", join="add"), "lape": create_model("vit_lite_7_4", join="lape")}
     lines = layer_difference_report(at_init)
     assert "add: mean |S_l - S_1| per layer 0.000 0.000" in lines[0]
+    assert "add: std over channels of the token LayerNorms' γ (norm1) per layer 0.000 0.000" in lines[1]
+    assert "lape: std over channels of the PE LayerNorms' γ' per layer 0.000 0.000" in lines[3]
     assert any(line.startswith("lape: no layer's map differs from layer 1's by more than 0.05") for line in lines)
     assert "does not show the paper's layer-adaptive pattern" in lines[-1]
     # LaPE's later LayerNorms re-weighting channels moves their maps away from layer 1's.

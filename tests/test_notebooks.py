@@ -137,10 +137,15 @@ def test_workbook_runner_shows_what_the_notebooks_print(tmp_path: Path, monkeypa
     from lape_lib.workbook import run
 
     monkeypatch.setenv(NO_PROGRESS_ENV, "1")  # run() sets it; this restores the old state afterwards
-    run(tmp_path, {}, only=["00"])
+    run(tmp_path, {}, only=["00"], command="python -m lape_lib.workbook --only 00")
     out = capsys.readouterr().out
     assert "[workbook] 00_setup.ipynb with" in out
     assert "parameters" in out and "images/s per model" in out  # printed by the notebook's cells
+    record = json.loads((tmp_path / "workbook.json").read_text())  # what README's main-job time is read from
+    assert record["command"] == "python -m lape_lib.workbook --only 00" and record["device"].startswith("cpu")
+    (entry,) = record["notebooks"]
+    assert entry["name"] == "00_setup.ipynb" and 0 < entry["seconds"] <= record["seconds"]
+    assert entry["resumed_finished_training"] is False
 
 
 def test_executed_notebooks_get_a_banner_saying_what_the_preset_can_show(tmp_path: Path) -> None:

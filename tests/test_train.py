@@ -72,16 +72,20 @@ def test_recipes_by_name_and_by_dataset(monkeypatch: pytest.MonkeyPatch) -> None
     assert (seen[-1].lr, seen[-1].mix_off_epoch) == (1e-3, None)
 
 
-def test_resume_gives_the_same_weights(tmp_path: Path) -> None:
+def test_resume_gives_the_same_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     torch.use_deterministic_algorithms(True)
     try:
         straight = train(tiny(out_dir=str(tmp_path / "a")))
         first = train(tiny(out_dir=str(tmp_path / "b")), stop_after_epochs=2)  # "killed" after 2 epochs
         assert not first["done"]
+        capsys.readouterr()
         resumed = train(tiny(out_dir=str(tmp_path / "b")))
+        assert "after epoch 2 of" in (said := capsys.readouterr().out) and "continuing at epoch 3" in said
+        again = train(tiny(out_dir=str(tmp_path / "b")))  # a finished run: says that nothing was trained now
+        assert "nothing left to train in this call" in capsys.readouterr().out
     finally:
         torch.use_deterministic_algorithms(False)
-    assert resumed["done"]
+    assert resumed["done"] and again["done"]
     assert_same_weights(resumed, straight)
     a = json.loads((tmp_path / "a" / "results.json").read_text())
     b = json.loads((tmp_path / "b" / "results.json").read_text())
