@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lape_lib.files import write_json
+
 
 def merge_row(path: str | Path, key: str, row: dict[str, Any]) -> None:
     """Set ``table[key] = row`` in the JSON file at ``path`` (created if missing), keeping the other rows."""
@@ -13,4 +15,4 @@ def merge_row(path: str | Path, key: str, row: dict[str, Any]) -> None:
     table = json.loads(path.read_text()) if path.exists() else {}
     table[key] = row
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table, indent=1) + "\n")
+    write_json(path, table)  # atomic: a killed benchmark leaves the other rows as they were
