@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import normalize_images
 from .models import OUT_OF_STREAM_JOINS, Block, VisionTransformer
 from .pos_embed import RelativePositionBias
 
@@ -201,8 +202,7 @@ def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, An
     data = load_data(cfg)
     if not isinstance(data, ImageData):
         raise ValueError("pe_shares needs a dataset held in memory, not a streamed one")
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (data.mean, data.std))
-    images = (data.test_x[:n_images].float() / 255 - mean) / std
+    images = normalize_images(data.test_x[:n_images], data.mean, data.std)
     seed, rows = min(cfg.seeds), []
     for arm in results["arms"].values():
         if arm["seed"] != seed or arm["pe"] in ("none", "rpe") or arm["join"] == "per_layer_pe":
@@ -222,7 +222,11 @@ def layer_differences(model: nn.Module) -> torch.Tensor:
     """How much each layer's PE picture differs from layer 1's: mean |S_l − S_1| over patch pairs,
     S_l the cosine-similarity matrix of ``per_layer_pe`` (L values, the first 0). Near 0 for
     every layer: all layers see the same positional pattern (as under ``add``, or LaPE at init)."""
-    sims = pe_similarity(per_layer_pe(model))
+    return _differences(pe_similarity(per_layer_pe(model)))
+
+
+def _differences(sims: torch.Tensor) -> torch.Tensor:
+    """Mean |S_l − S_1| over patch pairs, per layer, of stacked similarity matrices (L, N, N)."""
     return (sims - sims[:1]).abs().mean(dim=(1, 2))
 
 
@@ -250,8 +254,8 @@ def layer_difference_report(models: dict[str, nn.Module]) -> list[str]:
     (its mean |S_1| off the diagonal) and against ``LAYER_CUTOFF``, and how the models compare."""
     largest, lines = {}, []
     for name, m in models.items():
-        d = layer_differences(m)
-        s1 = pe_similarity(per_layer_pe(m))[0]
+        sims = pe_similarity(per_layer_pe(m))
+        d, s1 = _differences(sims), sims[0]
         contrast = float(s1[~torch.eye(len(s1), dtype=torch.bool)].abs().mean())
         largest[name] = float(d.max())
         lines.append(f"{name}: mean |S_l - S_1| per layer " + " ".join(f"{v:.3f}" for v in d.tolist())

@@ -27,6 +27,13 @@ import torch
 import torch.nn.functional as F
 
 
+def normalize_images(x_uint8: torch.Tensor, mean: Sequence[float] | torch.Tensor,
+                     std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) images as a model sees them at test time: on [0, 1], then (x - mean) / std per channel."""
+    mean_t, std_t = (torch.as_tensor(v, dtype=torch.float32, device=x_uint8.device).view(1, -1, 1, 1) for v in (mean, std))
+    return (x_uint8.float().div_(255) - mean_t) / std_t
+
+
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed that is a pure function of ``parts`` (e.g. seed, epoch, step), the same on every machine."""
     digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
@@ -310,8 +317,7 @@ class BatchAugment:
         return self.mean, self.std
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(x_uint8.device)
-        return (x_uint8.float().div_(255) - mean) / std
+        return normalize_images(x_uint8, *self._stats(x_uint8.device))
 
     def _augment(self, x_uint8: torch.Tensor, d: Draws, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         x = augment_images(x_uint8.float() / 255, self.cfg, d, mean.view(-1))

@@ -19,6 +19,19 @@ from typing import Any
 LOCK = ".lock"  # in a run folder while a run writes there: {"pid", "command"}
 
 
+def git_commit(root: str | os.PathLike, short: bool = True) -> str | None:
+    """The commit checked out at ``root`` (its short form by default), or None outside a git checkout
+    (an installed package) or without git."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", *(["--short"] if short else []), "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out or None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this machine."""
     try:

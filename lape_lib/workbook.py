@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .files import write_json
+from .files import git_commit, write_json
 from .presets import PRESETS
 from .train import NO_PROGRESS_ENV, RESUMED_FINISHED
 
@@ -107,7 +107,7 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
     done: list[Path] = []
     started = time.perf_counter()
     record: dict[str, Any] = {
-        "command": command, "commit": _commit(),
+        "command": command, "commit": git_commit(NOTEBOOK_DIR.parent),
         "lape_lib": __version__, "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "date": time.strftime("%Y-%m-%d"), "seconds": 0.0, "notebooks": []}
@@ -151,16 +151,6 @@ def printed_text(path: Path) -> str:
 
     nb = nbformat.read(path, as_version=4)
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-
-
-def _commit() -> str | None:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=NOTEBOOK_DIR.parent, capture_output=True,
-                              text=True, check=True).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):  # an installed package, not a checkout
-        return None
 
 
 def main(argv: list[str] | None = None) -> None:

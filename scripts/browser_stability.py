@@ -14,7 +14,6 @@ line where the test clicked again or restarted a kernel, so a pass that needed a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -24,14 +23,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lape_lib.files import git_commit, write_json  # noqa: E402  (the checkout's own package)
+
 RETRY_LINE = re.compile(r"^browser test: .*$", re.M)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = git_commit(ROOT, short=False)
+    if commit is None:
+        parser.error(f"{ROOT} is not a git checkout: there is no HEAD to clone")
     if args.out is None:
         args.out = ROOT / "results" / "browser_stability" / f"{time.strftime('%Y-%m-%d')}-{commit[:7]}.json"
     work = Path(tempfile.mkdtemp(prefix="browser-stability-"))

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lape_lib.files import write_json  # noqa: E402  (the checkout's own package, not an installed one)
+from lape_lib.files import git_commit, write_json  # noqa: E402  (the checkout's own package, not an installed one)
 
 SUMMARY = re.compile(r"^=*\s*((?:\d+ \w+(?:, )?)+) in ([\d.]+)s")
 INSTALLED = re.compile(r"^installed in (\d+) s: (.*)$")
@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     clone = Path(args.clone).resolve()
     if clone == REPO or REPO in clone.parents:
         ap.error(f"--clone {clone} lies inside this checkout; choose a folder beside it")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = git_commit(REPO)
+    if commit is None:
+        ap.error(f"{REPO} is not a git checkout: there is no HEAD to clone")
     shutil.rmtree(clone, ignore_errors=True)
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     log_path = clone.with_suffix(".log")

@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_data(cfg)
     device = resolve_device("cpu")
     aug = BatchAugment(cfg.augment, data.mean, data.std, data.num_classes)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (data.mean, data.std))
-    images = (data.test_x.float() / 255 - mean) / std  # what evaluate feeds the model (no augmentation at test)
+    images = aug.normalize(data.test_x)  # what evaluate feeds the model (no augmentation at test)
     rows = {}
     for name, arm in run["arms"].items():
         model = initial_model(cfg, arm["seed"], arm["pe"], arm_label(arm), data.num_classes).to(device)

@@ -68,3 +68,12 @@ def test_one_tensor_hash_sees_names_values_and_layout() -> None:
     plain = hashlib.sha256()
     hash_tensor(plain, "x", t[::2])  # a strided view hashes as its values
     assert plain.hexdigest() == tensors_sha256([("x", t[::2].contiguous())])
+
+
+def test_git_commit_names_the_checkout_and_none_outside_one(tmp_path: Path) -> None:
+    from lape_lib.files import git_commit
+
+    root = Path(__file__).resolve().parents[1]
+    full = git_commit(root, short=False)
+    assert full is not None and len(full) == 40 and full.startswith(git_commit(root) or "-")
+    assert git_commit(tmp_path) is None  # an installed package: no checkout, no commit

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lape_lib.workbook import CPU_PRESETS, NOTEBOOK_DIR, NOTEBOOKS, notebook_parameters
+from lape_lib.workbook import CPU_PRESETS, NOTEBOOK_DIR, NOTEBOOKS, notebook_parameters, printed_text
 
 PATHS = [NOTEBOOK_DIR / n for n in NOTEBOOKS]
 CELL_TIMEOUT_S = 900  # a hung cell fails the test instead of eating CI's 90 min (nbval: pyproject's addopts)
@@ -87,7 +87,7 @@ def test_time_limit_ends_a_training_notebook_mid_run_and_the_next_run_resumes(
         out = tmp_path / f"{minutes}-{name}"
         pm.execute_notebook(str(NOTEBOOK_DIR / name), str(out), parameters={**params, "time_limit_minutes": minutes},
                             cwd=str(tmp_path), progress_bar=False, execution_timeout=CELL_TIMEOUT_S)
-        text = "".join(o.get("text", "") for c in read(out).cells if c.cell_type == "code" for o in c.outputs)
+        text = printed_text(out)
         assert ("this run has not reached its last epoch" in text) == (expected == "mid-run")
     results = json.loads(next((tmp_path / "smoke").glob("*/results.json")).read_text())
     assert results["done"] and all(len(a["history"]) == results["config"]["epochs"] + results["config"]["cooldown_epochs"]
@@ -172,6 +172,6 @@ def test_per_layer_notebook_with_a_fixed_sinusoid(tmp_path: Path, monkeypatch: p
     name = "03_per_layer_pe.ipynb"
     pm.execute_notebook(str(NOTEBOOK_DIR / name), str(tmp_path / name), parameters={"pe": "sin2d", "output_dir": str(tmp_path)},
                         cwd=str(tmp_path), progress_bar=False, execution_timeout=CELL_TIMEOUT_S)
-    text = "".join(o.get("text", "") for c in read(tmp_path / name).cells if c.cell_type == "code" for o in c.outputs)
+    text = printed_text(tmp_path / name)
     assert "Both PEs are fixed (a sinusoid cannot move)" in text
     assert "random code" not in text
