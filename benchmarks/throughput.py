@@ -2,10 +2,11 @@
 
     python benchmarks/throughput.py [--steps 50] [--out results/benchmarks.json]
 
-(a) reference: fp32, eager, batch 128, augmentation per image in CPU DataLoader workers
-    (torchvision crop/flip, timm RandAugment rand-m9-mstd0.5-inc1, timm RandomErasing) and
-    timm's Mixup on the batch, as Compact Transformers' train script does;
-(b) this trainer: the same recipe as batched tensor ops on the device, bf16/fp16 autocast on a
+(a) reference: eager, batch 128, augmentation per image in CPU DataLoader workers (torchvision
+    crop/flip, bilinear where the recipe draws the interpolation; timm RandAugment
+    rand-m9-mstd0.5-inc1, timm RandomErasing) and timm's Mixup on the batch, shaped like Compact
+    Transformers' train script but in fp32 (theirs uses AMP), training an ``add`` model;
+(b) this trainer (a ``lape`` model): the same recipe as batched tensor ops on the device, bf16/fp16 autocast on a
     GPU, optionally torch.compile (``--compile``) or the whole step as one CUDA graph (``--cuda-graph``).
 Prints both, their ratio, peak GPU memory and the projected wall time of a 310-epoch
 ViT-Lite-7/4 CIFAR-10 run, and merges them into the JSON file under the device's name and the
@@ -41,8 +42,8 @@ class SafeRandAugment:
     """timm's RandAugment, retried when Pillow rejects a drawn op.
 
     With magnitude std 0.5 the magnitude can reach 10, where timm's PosterizeIncreasing asks
-    for 0 bits and current Pillow raises ``ValueError``; a re-draw is what an older Pillow's
-    silent acceptance amounted to in practice.
+    for 0 bits and current Pillow raises ``ValueError`` (an older Pillow returned a black image);
+    here the op is drawn again.
     """
 
     def __init__(self, config: str = "rand-m9-mstd0.5-inc1") -> None:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the reference (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the reference (default: all cores with a GPU, 2 on a CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile this trainer's model and augmentation")
     p.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs); avoid max-autotune")
     p.add_argument("--n-models", type=int, default=1, help="models (seeds) trained at once in (b), each on its own batch")

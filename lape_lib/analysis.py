@@ -163,7 +163,7 @@ def pe_share(model: VisionTransformer, images: torch.Tensor) -> dict[str, float]
     or P_1. Returns the per-token standard deviations, averaged over tokens and images:
     ``sigma_tokens`` (X_0, the tokens before any PE), ``sigma_pe`` (P as it is joined: LNpe(P)
     for ``add_norm``) and ``share`` = σ(position part) / σ(attention input). Under ``add`` with
-    γ = 1 the share is the paper's λ2; a unit-scale PE next to unit-scale tokens gives ≈ 0.7.
+    γ = 1 and β = 0 (as at init) the share is the paper's λ2; a unit-scale PE next to unit-scale tokens gives ≈ 0.7.
     """
     if model.pos_embed is None:
         raise ValueError(f"pe_share needs a model with an absolute position embedding, got pe={model.pe_type!r}")
@@ -193,7 +193,7 @@ def _token_std(t: torch.Tensor) -> torch.Tensor:
 
 
 def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, Any]]:
-    """``pe_share`` of every absolute-PE arm of a ``train`` results dict (its first seed), at init
+    """``pe_share`` of every absolute-PE arm of a ``train`` results dict (its lowest seed), at init
     (rebuilt from the same seed) and trained, on the run's first ``n_images`` test images."""
     from .config import TrainConfig, arm_label, arm_name, initial_model, load_data
     from .images import ImageData
@@ -221,7 +221,7 @@ def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, An
 def layer_differences(model: nn.Module) -> torch.Tensor:
     """How much each layer's PE picture differs from layer 1's: mean |S_l − S_1| over patch pairs,
     S_l the cosine-similarity matrix of ``per_layer_pe`` (L values, the first 0). Near 0 for
-    every layer: all layers see the same positional pattern (as under ``add``, or LaPE at init)."""
+    every layer: all layers see the same positional pattern (as every join does at init)."""
     return _differences(pe_similarity(per_layer_pe(model)))
 
 
@@ -230,16 +230,20 @@ def _differences(sims: torch.Tensor) -> torch.Tensor:
     return (sims - sims[:1]).abs().mean(dim=(1, 2))
 
 
-def _layer_gains(model: nn.Module) -> tuple[str, list[torch.Tensor]] | None:
-    """The per-layer LayerNorm gains that shape each layer's PE picture: LaPE's γ'_l (one PE LayerNorm
-    per layer), else the token LayerNorms' γ_l (``norm1``); None for a model with neither."""
-    pe_norms = getattr(model, "pe_norms", None)
-    blocks = getattr(model, "blocks", None)
-    if pe_norms is not None and blocks is not None and len(pe_norms) == len(blocks) > 1:
-        return "the PE LayerNorms' γ'", [n.weight.detach() for n in pe_norms]
-    norms = [getattr(b, "norm1", None) for b in blocks or []]
+def _layer_norms(model: nn.Module) -> tuple[str, list[nn.LayerNorm]] | None:
+    """The per-layer LayerNorms whose affine maps (γ, β) make a layer's PE picture differ from
+    layer 1's: LaPE's LN'_l (one PE LayerNorm per layer; a lapeified timm model's ``pe_norm``s),
+    else, where P is in the stream, the token LayerNorms ``norm1``; None where every layer is
+    handed the same P (``lape_shared``) or the model has neither."""
+    blocks = list(getattr(model, "blocks", None) or getattr(getattr(model, "vit", None), "blocks", None) or [])
+    pe_norms = list(getattr(model, "pe_norms", None) or [getattr(b, "pe_norm", None) for b in blocks])
+    if len(pe_norms) == len(blocks) > 1 and all(isinstance(n, nn.LayerNorm) for n in pe_norms):
+        return "the PE LayerNorms' γ', β'", cast(list[nn.LayerNorm], pe_norms)
+    if getattr(model, "join", None) in OUT_OF_STREAM_JOINS:
+        return None
+    norms = [getattr(b, "norm1", None) for b in blocks]
     if norms and all(isinstance(n, nn.LayerNorm) for n in norms):
-        return "the token LayerNorms' γ (norm1)", [cast(nn.LayerNorm, n).weight.detach() for n in norms]
+        return "the token LayerNorms' γ, β (norm1)", cast(list[nn.LayerNorm], norms)
     return None
 
 
@@ -260,9 +264,12 @@ def layer_difference_report(models: dict[str, nn.Module]) -> list[str]:
         largest[name] = float(d.max())
         lines.append(f"{name}: mean |S_l - S_1| per layer " + " ".join(f"{v:.3f}" for v in d.tolist())
                      + f"; the largest is {largest[name] / contrast:.0%} of layer 1's mean |S_1| off the diagonal ({contrast:.3f})")
-        gains = _layer_gains(m)
-        if gains is not None:  # what moves the maps apart: γ's spread over channels, 0 at init
-            lines.append(f"{name}: std over channels of {gains[0]} per layer " + " ".join(f"{float(g.std()):.3f}" for g in gains[1]))
+        norms = _layer_norms(m)
+        if norms is not None:  # what moves the maps apart: γ's spread over channels and β, both 0 at init
+            what, layers = norms
+            lines.append(f"{name}: {what} per layer: std of γ over channels "
+                         + " ".join(f"{float(n.weight.std()):.3f}" for n in layers)
+                         + "; mean |β| " + " ".join(f"{float(n.bias.abs().mean()):.3f}" for n in layers))
     for name, v in largest.items():
         lines.append(f"{name}: " + (f"its layers' maps moved apart (largest mean difference {v:.3f} > {LAYER_CUTOFF})"
                                     if v > LAYER_CUTOFF else
@@ -279,11 +286,13 @@ def layer_difference_report(models: dict[str, nn.Module]) -> list[str]:
 
 @torch.no_grad()
 def stream_scale(model: VisionTransformer, images: torch.Tensor) -> list[dict[str, float]]:
-    """Per layer: σ(X_l), the residual stream's per-token std entering layer l, and σ_P/σ(X_l), the
-    share an unchanged input PE would keep in that layer's LayerNorm (λ2 for layer 1 under ``add``)."""
+    """Per layer: σ(X_l), the residual stream's per-token std entering layer l, and σ_P/σ(X_l)
+    (``sigma_pe_ratio``): how loud the input PE is next to the stream. Where P is in the stream
+    (layer 1 under ``add``) the paper's λ2 = σ_P/σ(X_l + P) follows from it; for an out-of-stream
+    join it is the ratio only, larger than the share P would get if joined to X_l."""
     sigma_p = float(_token_std(model.pos_embed()).mean()) if model.pos_embed is not None else float("nan")
     rows = []
     for x in block_inputs(model, images):
         sigma = float(_token_std(x).mean())
-        rows.append({"sigma_stream": sigma, "pe_share": sigma_p / sigma})
+        rows.append({"sigma_stream": sigma, "sigma_pe_ratio": sigma_p / sigma})
     return rows

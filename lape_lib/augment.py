@@ -1,8 +1,8 @@
 """The CIFAR recipe's augmentation as batched tensor ops (GPU or CPU), per sample.
 
 One ``grid_sample`` does the random resized crop, the flip and RandAugment's geometric ops
-(rotate, shear, translate) for the whole batch; the colour ops are elementwise and selected per
-sample with masks; random erasing, mixup and cutmix follow timm's definitions. All randomness
+(rotate, shear, translate) for the whole batch; the colour ops work on each image without
+resampling and are selected per sample with masks; random erasing, mixup and cutmix follow timm's definitions. All randomness
 comes from a ``torch.Generator`` that the caller seeds from (seed, epoch, step), so a batch's
 augmentation is a pure function of those numbers: paired runs see identical batches and a
 resumed run needs no RNG state. The per-sample numbers are drawn up front (:func:`draw`), so
@@ -11,7 +11,8 @@ the rest is a pure tensor function: compilable, and run once for several seeds' 
 Deviations from timm's PIL pipeline, chosen for speed and kept small: RandAugment's geometric
 ops are composed with the crop into one bilinear warp (timm resamples per op and picks a random
 interpolation); ``equalize`` is the textbook CDF equalization; ``posterize`` keeps at least one
-bit (timm's ``PosterizeIncreasing`` asks current Pillow for 0 bits at magnitude 10 and raises).
+bit (timm's ``PosterizeIncreasing`` asks current Pillow for 0 bits at magnitude 10 and raises);
+the geometric ops always come before the colour ops, where timm applies them in the order drawn.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ FORMAT = 1
 
 
 class CheckpointMismatchError(ValueError):
-    """The checkpoint belongs to another configuration."""
+    """A checkpoint that cannot be resumed here: unreadable, corrupt, non-finite, or made under another configuration."""
 
 
 def _leaves(obj: Any, prefix: str = ""):

@@ -99,6 +99,9 @@ class TrainConfig:
             bad = [j for j in self.joins if j not in ("add", "lape")] + [p for p in self.pes if p != "learnable"]
             if bad:
                 raise ValueError(f"timm models run with joins 'add'/'lape' and pe 'learnable' only, got {bad[0]!r}")
+            if self.save_weights:
+                raise ValueError(f"save_weights writes lape_lib models' safetensors (lape_lib.zoo reads them); {self.model!r} "
+                                 "is a timm model: leave save_weights off (checkpoint.pt in the run folder keeps its weights)")
         elif self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}; choose one of {list_models()} or 'timm/<name>'")
         else:  # a bad override fails here, before any data is read
@@ -237,6 +240,24 @@ class TrainConfig:
         return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
 
 
+# The fields of a recipe (``TrainConfig.recipe``) a run must share with the paper's for its figure
+# to be set beside the run: the whole training and test sets, the schedule, batch, optimizer and
+# augmentation. Precision, compile and stacking change how a step runs, not what it computes.
+RECIPE_FIELDS = ("img_size", "n_train", "n_test", "epochs", "cooldown_epochs", "warmup_epochs", "batch_size", "lr",
+                 "warmup_lr", "min_lr", "weight_decay", "augment", "mix_off_epoch")
+
+
+def has_published_recipe(cfg: Mapping[str, Any]) -> bool:
+    """Whether a run's setting has its dataset's published recipe on every ``RECIPE_FIELDS`` field
+    (DeiT's for an ImageFolder run, its lr scaled to the run's batch as the recipe scales it)."""
+    if cfg["dataset"] == "imagefolder":
+        recipe = TrainConfig.recipe("deit", batch_size=cfg.get("batch_size"), data_root=".")  # the root is not compared
+    else:
+        recipe = TrainConfig.recipe(dataset=cfg["dataset"])
+    expected = recipe.to_dict()
+    return all(cfg.get(k) == expected[k] for k in RECIPE_FIELDS)
+
+
 def parse_join(spec: str) -> tuple[str, float | None]:
     """``"add"`` -> ("add", None); ``"add@1.0"`` -> ("add", 1.0): a join and, optionally, the init std
     of its learnable PE (default: the model's ``pe_init_std``, 0.2). Raises ValueError naming the bad part."""
@@ -296,7 +317,9 @@ def build_model(cfg: TrainConfig, pe: str, join: str, num_classes: int) -> nn.Mo
 
 def initial_model(cfg: TrainConfig, seed: int, pe: str, join: str, num_classes: int) -> nn.Module:
     """An arm's model as the trainer starts it: ``build_model`` after seeding with the arm's seed, so
-    the joins of one seed start from the same weights and an analysis can rebuild any arm at step 0."""
+    an analysis can rebuild any arm at step 0, and the joins of one seed start from the same weights
+    for the modules they share (except ``per_layer_pe``, whose extra PEs draw first, and a JOIN@STD
+    arm's PE, drawn at its own std)."""
     torch.manual_seed(seed)
     return build_model(cfg, pe, join, num_classes)
 

@@ -5,7 +5,7 @@ the checkout's ``data/``, and ``../shared/data`` beside the checkout. Inside a r
 takes the first layout it finds (see ``_find_source``). With ``download=True`` and nothing
 found, CIFAR is downloaded into the root: first the Hugging Face Hub's parquet copy (seconds; see
 ``lape_lib.hub``), then, should that fail, torchvision's download of the original archive (its
-host has served tens of kB/s since mid-2026: an hour). Each source gets a second try. Every load
+host is reported to be slow, an hour or more; not measured here). Each source gets a second try. Every load
 says where it read from (``ImageData.source``).
 """
 
@@ -83,24 +83,32 @@ def load_cifar(
     roots = [Path(root).expanduser()] if root is not None else default_roots()
     found = next((s for r in roots if (s := _find_source(name, r)) is not None), None)
     if found is None and smoke_mode():
-        # Smoke mode never waits on a download (the original host takes an hour; tests have no
-        # network): a fresh clone without ../shared still runs every notebook, on labelled stand-in data.
+        # Smoke mode never waits on a download (the original host is reported to take an hour; tests
+        # have no network): a fresh clone without ../shared still runs every notebook, on labelled stand-in data.
         return subset(make_standin(name), n_train, n_test, seed)
     if found is None:
         if not download:
             raise DataError(
-                f"no {name} found in {[str(r) for r in roots]}. Looked for {_TORCHVISION_DIRS[name]}/, "
-                f"{name}/train/<class>/ (ImageFolder) and {name}*.tar[.xz|.gz]. Pass root=..., set LAPE_DATA, "
-                "or pass download=True to download it (the Hugging Face Hub, else the original host)."
+                f"no {name} found in {[str(r) for r in roots]}. Looked for {_layouts(name)}. Give a data root "
+                "that holds one (root= in Python, data_root in a notebook, --data-root on the command line)"
+                + ("" if root is not None else ", or set LAPE_DATA to one")
+                + ", or turn on download (download=True / --download): the Hugging Face Hub, else the original host."
             )
         target = (roots[0] if roots[0].suffix == "" else roots[0].parent) if root is not None else download_root()
-        data = _download(name, target, cache)
+        data = _download(name, target, cache, root_given=root is not None)
     else:
         data = _load_source(name, *found, cache=cache)
     return subset(data, n_train, n_test, seed)
 
 
-def _download(name: str, target: Path, cache: bool) -> ImageData:
+def _layouts(name: str) -> str:
+    """The layouts of ``name`` that ``_find_source`` takes, for error messages."""
+    return (f"{_TORCHVISION_DIRS[name]}/ (torchvision's), {hub.folder_for(name, Path()).name}/ (a finished Hub download), "
+            f"an ImageFolder {name}/train/<class>/ with {name}/test/<class>/, or an archive of one named "
+            f"{name}*.tar, .tar.xz, .tar.gz or .tgz")
+
+
+def _download(name: str, target: Path, cache: bool, root_given: bool = True) -> ImageData:
     """Download ``name`` into ``target`` and load it: the Hub, then torchvision, each tried
     ``DOWNLOAD_TRIES`` times; a copy that fails its checks counts as a failed try. The error,
     when all fail, names every source and what each said."""
@@ -130,8 +138,8 @@ def _download(name: str, target: Path, cache: bool) -> ImageData:
                     time.sleep(RETRY_WAIT_S)
     raise DataError(
         f"could not download {name} into {target}. Tried:\n  " + "\n  ".join(failures) +
-        "\nOffline? Copy CIFAR there (or set LAPE_DATA to a copy): a cifar-10-batches-py/ folder, "
-        f"an ImageFolder {name}/train/<class>/, or a {name}*.tar[.xz|.gz] archive."
+        f"\nOffline? Copy {name} into {target}" + ("" if root_given else " (or set LAPE_DATA to a folder holding it)")
+        + f" as {_layouts(name)}."
     )
 
 
@@ -253,7 +261,7 @@ def _torchvision_split(name: str, root: Path, train: bool, download: bool) -> tu
         raise DataError(
             f"could not load {name} under {root}: {err}. A file that fails torchvision's md5 check is corrupt: "
             f"delete {root / _TORCHVISION_DIRS[name]} and download again (a failed download: check the network "
-            f"or set {MIRROR_ENV}), or point LAPE_DATA at another copy."
+            f"or set {MIRROR_ENV}), or read another copy (another data root, or LAPE_DATA where no root is given)."
         ) from err
     x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
     return x, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)

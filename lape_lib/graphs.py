@@ -1,7 +1,8 @@
 """A whole training step (forward, loss, backward, AdamW) captured as one CUDA graph.
 
-A 3.7 M-parameter ViT at batch 128 is launch-bound on a large GPU: the step is some hundreds
-of small kernels, and the host spends longer launching them than the GPU spends running them.
+A 3.7 M-parameter ViT at batch 128 is expected to be launch-bound on a large GPU: the step is
+some hundreds of small kernels, each short enough that launching may take the host longer than
+running takes the GPU (not yet measured here: ``scripts/gpu_agenda.py`` times this mode against eager).
 Captured once, the step replays as one launch per model (``--cuda-graph``). What capture needs,
 and where this project provides it:
 

@@ -1,4 +1,4 @@
-"""CIFAR from the Hugging Face Hub's parquet copy: seconds where the original host takes an hour.
+"""CIFAR from the Hugging Face Hub's parquet copy, reported to take seconds where the original host takes an hour.
 
 The Hub datasets ``uoft-cs/cifar10`` and ``uoft-cs/cifar100`` hold the same images as the original
 archives, stored losslessly as PNG cells of parquet files (one file per split). ``fetch`` downloads
@@ -81,6 +81,8 @@ def fetch(name: str, root: Path) -> Path:
             stated = getattr(siblings[f].lfs, "sha256", None)  # the Hub states each large file's sha256: the download must match it
             if stated and stated != digests[f]:
                 raise HubError(f"{path}: sha256 {digests[f]}, but the Hub states {stated} for {repo}/{f} at {commit}")
+            if not stated:
+                print(f"the Hub states no sha256 for {repo}/{f} at {commit}: its sha256 {digests[f]} is recorded, not checked")
     marker = {"repo": repo, "revision": commit, "asked": asked, "splits": splits, "sha256": digests}
     atomic_write(folder / MARKER, lambda tmp: tmp.write_text(json.dumps(marker, indent=1)))
     return folder

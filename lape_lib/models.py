@@ -158,7 +158,8 @@ class Attention(nn.Module):
 
     ``bias`` (heads, N, N), when given, is added to the logits (a relative position bias).
     ``fused_attn = False`` (as in timm) computes softmax(q kᵀ / √d) v with plain ops instead:
-    ``vmap`` has batching rules for those but not for the fused kernels (``lape_lib.stack``).
+    on the CPU ``vmap`` has no batching rule for the fused kernel and falls back to a slow
+    per-sample loop with a warning, while plain ops stay batched (``lape_lib.stack``).
     """
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
@@ -189,7 +190,7 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """One encoder layer; ``pe`` (LaPE joins) is added to the attention input after ``norm1``.
+    """One encoder layer; ``pe`` (the out-of-stream joins) is added to the attention input after ``norm1``.
 
     ``attn_bias`` (heads, N, N), a relative position bias, is added to the attention logits.
 
@@ -279,8 +280,9 @@ class VisionTransformer(nn.Module):
         self.pool: nn.Module | None = SeqPool(cfg.dim) if cfg.pooling == "seq" else None
         self.head = nn.Linear(cfg.dim, num_classes)
         self.apply(_init_weights)
-        # Created after the random init so that every join draws the same initial weights
-        # for the modules they share (paired comparisons start from the same point).
+        # Created after the random init so that every join draws the same initial weights for
+        # the modules they share (paired comparisons start from the same point); the exception is
+        # ``per_layer_pe``, whose extra PEs are built before the init and draw from the generator first.
         lape = join in LAPE_JOINS
         self.pe_norms: nn.ModuleList | None = None
         if join in NORMED_PE_JOINS and pe != "rpe":

@@ -10,7 +10,7 @@ the machine, and a value the user sets always wins.
            (notebook 04: the toy position task with a 64-wide model).
 ``class``  a class period on one GPU (a Colab T4): the full model on all of CIFAR-10 without
            augmentation; notebook 02 trains ``add``, ``add@1.0`` and ``lape`` on seeds 0-2 for 8
-           epochs (as many image-steps as 5 arms x 15 epochs), so it ends with intervals of its own
+           epochs (about as many image-steps as 5 arms x 15 epochs), so it ends with intervals of its own
            (04: the toy task, 4 layers); the notebook measures this device and prints its estimate
            before it trains.
 ``paper``  the recipe: 300 + 10 epochs of Compact Transformers' CIFAR settings.
@@ -198,7 +198,7 @@ def apply_preset(p: SimpleNamespace, notebook: str, gpu: bool | None = None) -> 
     return p
 
 
-SESSION_MINUTES = 90  # about what a free Colab session or a class period gives
+SESSION_MINUTES = 90  # a class period; Colab may also disconnect a runtime left alone for about this long
 
 
 def announce(estimate: dict[str, Any], time_limit_minutes: float | None) -> None:
@@ -208,6 +208,7 @@ def announce(estimate: dict[str, Any], time_limit_minutes: float | None) -> None
     print(f"estimated training time: about {minutes:.0f} min ({estimate['models']} models x {estimate['epochs']} epochs at "
           f"{estimate['images_per_s']:.0f} images/s measured on {estimate['device']}, {estimate['precision']})")
     if minutes > SESSION_MINUTES and time_limit_minutes is None:
-        print(f"WARNING: that is longer than a typical session (about {SESSION_MINUTES} min on Colab). Set "
+        print(f"WARNING: that is longer than a {SESSION_MINUTES}-minute session (a class period; Colab may disconnect "
+              "a runtime left alone for about as long). Set "
               "time_limit_minutes a little under what your session has left and keep output_dir on Google Drive: "
               "the call then ends on a checkpoint, and running the notebook again resumes it. Or choose a smaller preset.")

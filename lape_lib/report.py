@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import REPORT_FREE_FIELDS, RESULTS_SCHEMA, arm_label
+from .config import REPORT_FREE_FIELDS, RESULTS_SCHEMA, arm_label, has_published_recipe
 from .stats import ALPHA, describe, holm, paired_difference
 
 # ICCV 2023 paper, Table 2 (CIFAR, learnable PE, 300 epochs, mean of 5 seeds, no spread given) and
@@ -90,8 +90,8 @@ def _check_results(run: Any, file: Path) -> None:
 
 
 
-# Model overrides that leave the architecture as published (so its published figure applies):
-# lape_lib's names (ModelConfig) and timm's.
+# Model overrides that leave the architecture as published and change only its regularization
+# (lape_lib's names, ModelConfig's, and timm's): the paper's figure still stands beside such a run.
 _REGULARIZATION_OVERRIDES = {"drop_path", "drop", "attn_drop", "drop_path_rate", "drop_rate", "attn_drop_rate"}
 
 
@@ -189,11 +189,12 @@ def compare(runs: Sequence[Mapping[str, Any]], baseline: str = "add", treatment:
         }
         cfg = row["setting"]
         same_architecture = set(cfg.get("model_overrides", {})) <= _REGULARIZATION_OVERRIDES
-        # The paper's figure is set beside a run of its setting only: the whole training set and its
-        # 300 epochs. A short or subsampled run answers another question.
-        paper_run = cfg.get("n_train") is None and int(cfg["epochs"]) >= 300
+        # The paper's figure is set beside a run of its setting only (its recipe, its architecture, a
+        # learnable PE, add against lape). A short or subsampled run answers another question. The
+        # images are not checked beyond the dataset's name: an ImageFolder run is taken for ImageNet-1K.
         paper_arms = (baseline, treatment) == ("add", "lape")  # its figures are for these two joins
-        if paper_arms and row["pe"] == "learnable" and same_architecture and paper_run and (row["dataset"], cfg["model"]) in PUBLISHED:
+        if (paper_arms and row["pe"] == "learnable" and same_architecture and (row["dataset"], cfg["model"]) in PUBLISHED
+                and has_published_recipe(cfg)):
             b, t = PUBLISHED[(row["dataset"], cfg["model"])]
             row["published"] = {baseline: b, treatment: t, "difference": round(t - b, 3), "source": PUBLISHED_SOURCE}
         out.append(row)
@@ -210,7 +211,7 @@ FACTORS: tuple[tuple[str, str, str, str, str], ...] = (
     ("normalization", "add", "add_norm", "P through a LayerNorm of its own (scale set by the norm, learnable gain), once, into the stream", "chain"),
     ("out of stream", "add_norm", "lape_shared", "P kept out of the residual stream, handed to every layer's attention", "chain"),
     ("per layer", "lape_shared", "lape", "a PE LayerNorm per layer, chained (LaPE)", "chain"),
-    ("per layer (parallel)", "lape_shared", "lape_parallel", "a PE LayerNorm per layer, each on the raw P (instead of per layer)", "side"),
+    ("per layer (parallel)", "lape_shared", "lape_parallel", "a PE LayerNorm per layer, each on the raw P (instead of chained)", "side"),
 )
 
 
@@ -367,8 +368,13 @@ def _pm(stats: Mapping[str, Any] | None) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The README table: mean ± std per arm (over seeds), the paired difference with its interval."""
-    lines = ["| dataset | model | PE | epochs | seeds | add | lape | lape − add (95 % CI) | p | paper add → lape |",
+    """The README table: mean ± std per arm (over seeds), the paired difference with its interval.
+    The columns are named after the rows' baseline and treatment (one pair for the whole table)."""
+    pairs = {(r["baseline"], r["treatment"]) for r in rows} or {("add", "lape")}
+    if len(pairs) > 1:
+        raise ValueError(f"one table compares one pair of arms; these rows compare {sorted(pairs)}")
+    ((b, t),) = pairs
+    lines = [f"| dataset | model | PE | epochs | seeds | {b} | {t} | {t} − {b} (95 % CI) | p | paper add → lape |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d = r["difference"]

@@ -1,6 +1,7 @@
 """Several seeds of one model trained as a single vmapped model (``torch.func``).
 
-A 3.7 M-parameter ViT at batch 128 leaves a large GPU waiting on kernel launches. Stacking the
+A 3.7 M-parameter ViT at batch 128 is expected to leave a large GPU waiting on kernel launches
+(not yet measured: no GPU run is recorded; ``scripts/gpu_agenda.py`` times it). Stacking the
 seeds' weights along a new leading axis and ``vmap``-ing one functional model over them runs
 every seed's step with the launches of one, on each seed's own batch. Each seed's ``nn.Module``
 keeps working for evaluation, checkpoints and saved weights: after stacking, its parameters are
@@ -20,7 +21,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 def split_weight_decay(named: Iterable[tuple[str, torch.Tensor]], weight_decay: float,
                        stacked_axes: int = 0) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms, the PE, the class token and relative-bias tables (as timm does).
+    """No weight decay on biases, norms, the PE, the class, register and distillation tokens and
+    relative-bias tables (the parameters timm's ``no_weight_decay`` names, and every 1-D one).
 
     ``stacked_axes``: leading axes that stack several models (not counted as the weight's own).
     """
@@ -29,14 +31,14 @@ def split_weight_decay(named: Iterable[tuple[str, torch.Tensor]], weight_decay: 
     for name, p in named:
         if not p.requires_grad:
             continue
-        skip = p.ndim - stacked_axes <= 1 or "pos_embed" in name or "rel_pos" in name or name.endswith(("cls_token", "reg_token"))
+        skip = p.ndim - stacked_axes <= 1 or "pos_embed" in name or "rel_pos" in name or name.endswith(("cls_token", "reg_token", "dist_token"))
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def adamw(groups: list[dict[str, Any]], lr: float, capturable: bool = False) -> torch.optim.AdamW:
     """AdamW over ``groups``; on a GPU its fused kernel, a few launches per step instead of a
-    dozen per group (the step is launch-bound). The CPU keeps PyTorch's default implementation.
+    dozen per group (the step is expected to be launch-bound there). The CPU keeps PyTorch's default implementation.
 
     ``capturable``: for a step captured in a CUDA graph (``lape_lib.graphs``): the lr becomes a
     device tensor (set it with ``graphs.set_lr``) and the step counters live on the device.
@@ -71,7 +73,7 @@ class SeedStack:
             for i, model in enumerate(self.models):
                 _set_buffer(model, name, stacked[i])
         self.template = copy.deepcopy(self.models[0]).to("meta")  # structure only; weights come from self.params
-        for module in self.template.modules():  # vmap has no batching rule for fused attention kernels
+        for module in self.template.modules():  # on the CPU vmap runs the fused attention kernel one sample at a time
             if hasattr(module, "fused_attn"):
                 setattr(module, "fused_attn", False)
         self.optimizer = adamw(split_weight_decay(self.params.items(), weight_decay, stacked_axes=1), lr, capturable)

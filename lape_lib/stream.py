@@ -1,7 +1,8 @@
 """ImageNet-scale ImageFolder trees read from disk in DataLoader workers.
 
 ImageNet-1K at 224 px does not fit in memory as uint8 tensors, so for it the workers decode
-each JPEG and take DeiT's random resized crop (train) or resize + centre crop (eval), and the
+each JPEG and take DeiT's random resized crop (train) or resize + centre crop (eval), bicubic
+as DeiT's, and the
 device does the rest of the recipe on the batch (flip, RandAugment, erasing, mixup/cutmix),
 as for CIFAR. Batches follow the same (seed, epoch) order as the in-memory path, and each
 sample's crop comes from a generator seeded by (seed, epoch, index), so a run gives the same
@@ -31,13 +32,17 @@ class FolderSplit(Dataset):
     """One split (``train``, ``val`` or ``test``) of a ``<split>/<class>/<image>`` tree.
 
     Items are uint8 (3, img_size, img_size) tensors and int labels. ``train=True`` takes a
-    random resized crop with scale ``crop_scale`` (aspect 3/4 to 4/3, as torchvision's), drawn
-    from (seed, epoch, index) when the key is such a triple; otherwise the DeiT eval transform.
+    random resized crop with scale ``crop_scale`` (aspect 3/4 to 4/3, as torchvision's); with a
+    key (index, seed, epoch) it is drawn from a generator seeded by (seed, epoch, index), and a
+    plain int key stands for seed 0, epoch 0. ``crop_scale=None`` resizes the whole image instead.
+    ``train=False`` takes DeiT's eval transform. Every resize is bicubic, as DeiT's.
     """
 
     def __init__(self, folder: Path, classes: tuple[str, ...], img_size: int, train: bool,
                  crop_scale: tuple[float, float] | None = (0.08, 1.0)) -> None:
-        from torchvision.transforms import v2
+        from torchvision.transforms import InterpolationMode, v2
+
+        BICUBIC = InterpolationMode.BICUBIC
 
         self.samples = sorted(
             (str(p), classes.index(p.parent.name)) for p in folder.glob("*/*")
@@ -47,11 +52,12 @@ class FolderSplit(Dataset):
             raise DataError(f"{folder} holds no images under <class>/ (looked for {', '.join(IMAGE_SUFFIXES[:5])})")
         self.random_crop = train and crop_scale is not None
         if self.random_crop:
-            self.transform = v2.RandomResizedCrop(img_size, scale=crop_scale, antialias=True)
+            self.transform = v2.RandomResizedCrop(img_size, scale=crop_scale, interpolation=BICUBIC, antialias=True)
         elif train:
-            self.transform = v2.Resize((img_size, img_size), antialias=True)
+            self.transform = v2.Resize((img_size, img_size), interpolation=BICUBIC, antialias=True)
         else:
-            self.transform = v2.Compose([v2.Resize(int(img_size / EVAL_CROP_FRACTION), antialias=True), v2.CenterCrop(img_size)])
+            self.transform = v2.Compose([v2.Resize(int(img_size / EVAL_CROP_FRACTION), interpolation=BICUBIC, antialias=True),
+                                         v2.CenterCrop(img_size)])
 
     def __len__(self) -> int:
         return len(self.samples)

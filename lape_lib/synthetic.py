@@ -41,8 +41,10 @@ def make_position_toy(n_train: int = 2000, n_test: int = 500, img_size: int = 32
 
     Each image is low-amplitude noise plus one bright, randomly coloured ``patch x patch``
     marker aligned to the patch grid, and one dimmer distractor marker anywhere. Every class
-    has the same patch contents, so a ViT without PE (its patch tokens are a bag) is at chance
-    (25 %), and any model that uses position can reach ~100 %.
+    has the same patch contents, so a ViT whose patch size is ``patch`` and has no PE (its patch
+    tokens are a bag) is at chance (25 %), and any model that uses position can reach ~100 %.
+    A convolutional tokenizer (CCT's) zero-pads the border, which leaks where a marker lies next
+    to an edge: without a PE it can do better than chance.
     """
     if img_size % (2 * patch):
         raise ValueError(f"img_size {img_size} must be a multiple of 2*patch={2 * patch}")

@@ -103,7 +103,7 @@ class LaPEVisionTransformer(nn.Module):
 def lapeify(model: nn.Module, lape: bool = True) -> LaPEVisionTransformer:
     """Turn a timm VisionTransformer into its LaPE form, keeping its weights.
 
-    Adds exactly 2·D·L parameters. Raises ValueError for a model it does not support (not a
+    Adds exactly 2·D·L parameters with ``lape=True``, none with ``lape=False``. Raises ValueError for a model it does not support (not a
     timm VisionTransformer, no absolute PE, dynamic image size, a non-standard block).
     """
     return LaPEVisionTransformer(model, lape=lape)

@@ -409,9 +409,9 @@ def _train(cfg: TrainConfig, resume: bool, stop_after_epochs: int | None, rank: 
                 bar.close()
                 kept = (f"the last good checkpoint ({ckpt_path}) is kept" if ckpt_path is not None and ckpt_path.exists()
                         else "no checkpoint had been written yet")
+                fp32 = "" if dtype == torch.float32 else " or train in fp32 (precision='fp32'; --precision fp32)"
                 raise NonFiniteLossError(
-                    f"{arm.name}: training loss is {train_loss} at epoch {epoch}; {kept}. "
-                    f"Lower the lr (now {lr:.2e}) or use precision='fp32'."
+                    f"{arm.name}: training loss is {train_loss} at epoch {epoch}; {kept}. Lower the lr (now {lr:.2e}){fp32}."
                 )
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "images_per_s": steps * cfg.batch_size * len(arms) / seconds}
             if evaluate_now:
@@ -522,8 +522,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pes", nargs="+", choices=PE_TYPES, help=f"default {' '.join(d.pes)}")
     p.add_argument("--seeds", nargs="+", type=int, help="default 0")
     p.add_argument("--dataset", choices=DATASET_CHOICES, help=f"default {d.dataset}")
-    p.add_argument("--data-root", help="folder or archive; default: $LAPE_DATA, ./data, shared/data beside the checkout")
-    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR if no copy is found")
+    p.add_argument("--data-root", help="folder or archive; default: $LAPE_DATA alone if set, else ./data, the checkout's data/, "
+                        "../shared/data beside the checkout")
+    p.add_argument("--download", action="store_true", help="download CIFAR if no copy is found (the Hugging Face Hub, else torchvision from the original host)")
     p.add_argument("--stream", action="store_true",
                    help="imagefolder: decode and crop images in DataLoader workers instead of holding them in memory")
     p.add_argument("--workers", type=int, help=f"DataLoader workers with --stream (default {d.workers})")
@@ -544,7 +545,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="train the seeds of each (pe, join) as one vmapped model: one kernel launch serves every seed")
     p.add_argument("--device", help="default auto")
     p.add_argument("--out", default=None, help="folder for checkpoint.pt and results.json (resumes if present)")
-    p.add_argument("--save-weights", action="store_true", help="write fp16 safetensors of each model at the end")
+    p.add_argument("--save-weights", action="store_true", help="write fp16 safetensors of each lape_lib model at the end (not for timm/<name> models)")
     p.add_argument("--stop-after-epochs", type=int, default=None, help="end this call after N epochs (resume later)")
     p.add_argument("--time-limit-minutes", type=float, default=None,
                    help="end this call after the last epoch that fits in this time (resume later)")

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import __version__
 from .files import git_commit, write_json
-from .presets import PRESETS
+from .presets import PRESETS, resolve_preset
 from .train import NO_PROGRESS_ENV, RESUMED_FINISHED
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -65,10 +65,14 @@ def add_banner(path: Path, name: str, params: dict[str, Any], preset: str) -> No
 
     nb = nbformat.read(path, as_version=4)
     shown = {k: v for k, v in params.items() if k != "output_dir"}
-    note = {"cpu": PRESET_NOTES[name], "paper": "The paper's recipe."}.get(
-        preset, "Sized for a class period on a GPU (notebooks 02 and 04 print their measured estimate before training).")
-    banner = (f"> **Executed by `python -m lape_lib.workbook`** with the {preset.upper()} preset"
-              f"{': `' + json.dumps(shown) + '`' if shown else ''}. {note}")
+    resolved = resolve_preset(preset)
+    notes = {"cpu": PRESET_NOTES[name], "paper": "The paper's recipe.",
+             "class": "Sized for a class period on a GPU (notebooks 02 and 04 print their measured estimate before training)."}
+    if preset == "auto" and resolved == "cpu":  # --gpu-defaults on a machine without one: the notebook's own defaults
+        notes["cpu"] = "The notebook's own defaults on a machine without a GPU (the training notebooks pick their cpu preset)."
+    which = f" (the {resolved.upper()} preset on this machine)" if resolved != preset else ""
+    banner = (f"> **Executed by `python -m lape_lib.workbook`** with the {preset.upper()} preset{which}"
+              f"{': `' + json.dumps(shown) + '`' if shown else ''}. {notes[resolved]}")
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(banner))
     nbformat.write(nb, path)
 

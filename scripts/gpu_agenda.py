@@ -32,7 +32,8 @@ Phases, in order (each one's record lands in ``agenda.json`` under ``phases``):
    the speed, the schedule (warm-up, cosine, cooldown, mixup-off epoch) scaled by E/300:
    not the paper's recipe, and the record says so. ``results.json`` is mirrored into ``$OUT``
    after every epoch; no checkpoint is written unless the run is cut short; at the end the
-   multi-arm report and the seed-0 weights (names without '@').
+   multi-arm report and the weights of the run's first seed (seed 0 in a shortened run; names
+   without '@').
 
 ``--dry-run`` (or ``AGENDA_DRY_RUN=1``) runs the same phases on the CPU at tiny sizes (toy data
 for phase 4), so CI proves the flags, paths and files; the GPU-only modes are recorded as skipped.

@@ -105,8 +105,11 @@ def test_layer_difference_report_reads_the_cutoff_both_ways() -> None:
     at_init = {"add": create_model("vit_lite_7_4", join="add"), "lape": create_model("vit_lite_7_4", join="lape")}
     lines = layer_difference_report(at_init)
     assert "add: mean |S_l - S_1| per layer 0.000 0.000" in lines[0]
-    assert "add: std over channels of the token LayerNorms' γ (norm1) per layer 0.000 0.000" in lines[1]
-    assert "lape: std over channels of the PE LayerNorms' γ' per layer 0.000 0.000" in lines[3]
+    assert lines[1] == "add: the token LayerNorms' γ, β (norm1) per layer: std of γ over channels " + \
+        " ".join(["0.000"] * 7) + "; mean |β| " + " ".join(["0.000"] * 7)
+    assert lines[3].startswith("lape: the PE LayerNorms' γ', β' per layer: std of γ over channels 0.000 0.000")
+    shared = layer_difference_report({"lape_shared": create_model("vit_lite_7_4", join="lape_shared", depth=2)})
+    assert not any("LayerNorms" in line for line in shared)  # every layer is handed the same LNpe(P): no per-layer map
     assert any(line.startswith("lape: no layer's map differs from layer 1's by more than 0.05") for line in lines)
     assert "does not show the paper's layer-adaptive pattern" in lines[-1]
     # LaPE's later LayerNorms re-weighting channels moves their maps away from layer 1's.
@@ -118,3 +121,10 @@ def test_layer_difference_report_reads_the_cutoff_both_ways() -> None:
     lines = layer_difference_report({"add": at_init["add"], "lape": moved})
     assert any(line.startswith("lape: its layers' maps moved apart") for line in lines)
     assert not any("does not show" in line for line in lines)
+    # β' alone moves them too (γ' left at 1), and the report prints it.
+    shifted = create_model("vit_lite_7_4", join="lape", depth=3)
+    with torch.no_grad():
+        shifted.pe_norms[1].bias.copy_(torch.randn(shifted.pe_norms[1].bias.shape))
+    assert float(layer_differences(shifted).max()) > LAYER_CUTOFF
+    (line,) = [ln for ln in layer_difference_report({"lape": shifted}) if "β'" in ln]
+    assert "std of γ over channels 0.000 0.000 0.000; mean |β| 0.000 0." in line and not line.endswith("0.000 0.000 0.000")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lape_lib.checkpoint import CheckpointMismatchError
+from lape_lib.config import TrainConfig
 from lape_lib.train import main, train
 from test_train import tiny
 
@@ -87,9 +88,15 @@ def test_a_nan_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path: Path,
     from test_train import poison_models
 
     poison_models(monkeypatch)
-    with pytest.raises(NonFiniteLossError, match="at epoch 0; no checkpoint had been written yet"):
+    with pytest.raises(NonFiniteLossError, match="at epoch 0; no checkpoint had been written yet") as err:
         train(tiny(out_dir=str(tmp_path)))
     assert not (tmp_path / "checkpoint.pt").exists()
+    assert str(err.value).endswith(".") and "fp32" not in str(err.value)  # already fp32 on the CPU: only the lr advice
+
+
+def test_save_weights_for_a_timm_model_is_refused_before_training() -> None:
+    with pytest.raises(ValueError, match="'timm/deit_tiny_patch16_224' is a timm model: leave save_weights off"):
+        TrainConfig.deit(data_root=".", save_weights=True)
 
 
 def test_resuming_onto_other_data_is_refused_and_every_source_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,8 +77,9 @@ def make_repo(root: Path, folder: str = "plain_text", label_column: str = "label
 class FakeHub:
     """Stands in for huggingface_hub: serves files from a folder, records what was asked."""
 
-    def __init__(self, repo_root: Path, monkeypatch: pytest.MonkeyPatch, fail: int = 0, stated: dict[str, str] | None = None):
-        self.root, self.fail, self.calls, self.stated = repo_root, fail, [], stated or {}
+    def __init__(self, repo_root: Path, monkeypatch: pytest.MonkeyPatch, fail: int = 0, stated: dict[str, str] | None = None,
+                 unstated: tuple[str, ...] = ()):
+        self.root, self.fail, self.calls, self.stated, self.unstated = repo_root, fail, [], stated or {}, unstated
         import huggingface_hub
 
         monkeypatch.setattr(huggingface_hub, "HfApi", lambda: self)
@@ -91,7 +92,8 @@ class FakeHub:
             raise ConnectionError("[Errno -2] Name or service not known")
         files = sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
         files.append("README.md")
-        siblings = [SimpleNamespace(rfilename=f, lfs=self.lfs(f) if f.endswith(".parquet") else None) for f in files]
+        siblings = [SimpleNamespace(rfilename=f, lfs=self.lfs(f) if f.endswith(".parquet") and f not in self.unstated
+                                    else None) for f in files]
         return SimpleNamespace(sha=COMMIT, siblings=siblings)
 
     def lfs(self, filename: str):
@@ -226,8 +228,10 @@ def test_offline_the_error_names_every_source(tmp_path: Path) -> None:
             load_cifar("cifar10", tmp_path / "data", download=True)
     message = str(err.value)
     for part in ("Hub (uoft-cs/cifar10 at main), try 1", "Hub (uoft-cs/cifar10 at main), try 2", "torchvision (the original host), try 2",
-                 "name resolution", str(tmp_path / "data"), "LAPE_DATA"):
+                 "name resolution", f"Copy cifar10 into {tmp_path / 'data'} as cifar-10-batches-py/ (torchvision's), "
+                 "cifar10-hf/ (a finished Hub download), an ImageFolder cifar10/train/<class>/ with cifar10/test/<class>/"):
         assert part in message, part
+    assert "(or set LAPE_DATA" not in message  # a root was given: LAPE_DATA would not be read
 
 
 def test_a_hub_copy_with_wrong_counts_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,6 +249,19 @@ def test_a_download_that_differs_from_the_hubs_checksum_is_refused(tmp_path: Pat
     no_torchvision(monkeypatch)
     with pytest.raises(DataError, match="but the Hub states 0000"):
         load_cifar("cifar10", tmp_path / "data", download=True)
+
+
+def test_a_file_the_hub_states_no_checksum_for_is_recorded_and_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    make_repo(tmp_path / "repo")
+    shard = "plain_text/test-00000-of-00001.parquet"
+    FakeHub(tmp_path / "repo", monkeypatch, unstated=(shard,))
+    load_cifar("cifar10", tmp_path / "data", download=True, cache=False)
+    digest = sha(tmp_path / "repo" / shard)
+    assert f"the Hub states no sha256 for uoft-cs/cifar10/{shard} at {COMMIT}: its sha256 {digest} is recorded, not checked" \
+        in capsys.readouterr().out
+    assert json.loads((tmp_path / "data" / "cifar10-hf" / "hub.json").read_text())["sha256"][shard] == digest
+    assert "states no sha256 for uoft-cs/cifar10/plain_text/train" not in capsys.readouterr().out
 
 
 def test_a_fetched_file_changed_later_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,7 +294,7 @@ def test_the_command_line_fetches_and_says_where_from(tmp_path: Path, monkeypatc
     FakeHub(tmp_path / "repo", monkeypatch)
     data_module.main(["cifar10", "--root", str(tmp_path / "data"), "--download"])
     assert f"from hub:uoft-cs/cifar10@{COMMIT}" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="error: no cifar100 found"):
+    with pytest.raises(SystemExit, match=r"error: no cifar100 found.* cifar-100-python/ \(torchvision's\).*--data-root"):
         data_module.main(["cifar100", "--root", str(tmp_path / "data")])
 
 

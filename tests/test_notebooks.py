@@ -160,6 +160,14 @@ def test_executed_notebooks_get_a_banner_saying_what_the_preset_can_show(tmp_pat
     first = read(tmp_path / name).cells[0]
     assert first.cell_type == "markdown" and 'with the CPU preset: `{"epochs": 6}`' in first.source
     assert "not the paper's 300-epoch result" in first.source
+    for gpu, expected in ((False, "with the AUTO preset (the CPU preset on this machine). The notebook's own defaults on a "
+                                  "machine without a GPU"),
+                          (True, "with the AUTO preset (the CLASS preset on this machine). Sized for a class period on a GPU")):
+        shutil.copy(NOTEBOOK_DIR / name, tmp_path / name)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("torch.cuda.is_available", lambda: gpu)
+            add_banner(tmp_path / name, name, {"output_dir": "x"}, "auto")
+        assert expected in read(tmp_path / name).cells[0].source
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def test_the_estimate_times_this_device_and_warns_past_a_session(capsys: pytest.
     assert "estimated training time: about" in capsys.readouterr().out
     announce({**est, "minutes": 478 * 60}, None)
     warned = capsys.readouterr().out
-    assert "WARNING: that is longer than a typical session" in warned and "time_limit_minutes" in warned and "Google Drive" in warned
+    assert "WARNING: that is longer than a 90-minute session (a class period" in warned and "time_limit_minutes" in warned and "Google Drive" in warned
     announce({**est, "minutes": 478 * 60}, 80.0)
     assert "WARNING" not in capsys.readouterr().out  # a time limit is already set
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lape_lib.config import TrainConfig
 from lape_lib.report import (PUBLISHED, arms_table, compare, compare_arms, factors_table, factors_verdict, load_results, main,
                              markdown_table, verdict)
 from lape_lib.stats import holm, paired_difference
@@ -106,12 +107,25 @@ def test_unpaired_seed_is_listed_not_counted(runs: list[dict]) -> None:
     assert row["seeds"] == [0] and row["unpaired"] == [1] and row["difference"]["ci"] is None
 
 
+def paper_setting(**changes: object) -> dict:
+    """The config fields of CIFAR-10's published recipe for ViT-Lite-7/4, with ``changes``."""
+    from lape_lib.config import RECIPE_FIELDS
+
+    recipe = TrainConfig().to_dict()
+    return {**{k: recipe[k] for k in ("model", "dataset", *RECIPE_FIELDS)}, "model_overrides": {}, **changes}
+
+
 def test_published_figures_and_verdict(runs: list[dict]) -> None:
     run = copy.deepcopy(runs[0])
     short = copy.deepcopy(run)
     short["config"].update(dataset="cifar10", model="vit_lite_7_4", model_overrides={})
     assert compare([short])[0]["published"] is None  # the paper's setting, but 2 epochs on 64 images
-    run["config"].update(dataset="cifar10", model="vit_lite_7_4", model_overrides={"drop_path_rate": 0.1}, epochs=300, n_train=None)
+    for change in ({"lr": 1e-3}, {"batch_size": 256}, {"n_test": 1000}, {"epochs": 400}, {"mix_off_epoch": None},
+                   {"augment": {**paper_setting()["augment"], "randaug_ops": 0}}):
+        other = copy.deepcopy(run)
+        other["config"].update(paper_setting(**change))
+        assert compare([other])[0]["published"] is None, change  # 300 epochs on all images, another recipe
+    run["config"].update(paper_setting(model_overrides={"drop_path_rate": 0.1}))
     for arm in run["arms"].values():  # make LaPE 1 point better on seed 0 and 2 on seed 1
         arm["final"]["test_acc"] = 90.0 + (arm["seed"] + 1 if arm["join"] == "lape" else 0)
     (row,) = compare([run])
@@ -121,6 +135,11 @@ def test_published_figures_and_verdict(runs: list[dict]) -> None:
     text = verdict(row)
     assert "+1.50" in text and "paired seeds" in text and "paper's +0.84" in text
     table = markdown_table([row])
+    assert table.startswith("| dataset | model | PE | epochs | seeds | add | lape | lape − add (95 % CI) |")
+    reversed_row = compare([run], baseline="lape", treatment="add")[0]
+    assert "| lape | add | add − lape (95 % CI) |" in markdown_table([reversed_row])  # headed by the arms compared
+    with pytest.raises(ValueError, match="one table compares one pair of arms"):
+        markdown_table([row, reversed_row])
     assert "| cifar10 | vit_lite_7_4 (drop_path_rate=0.1) | learnable |" in table and "93.45 → 94.29 (+0.84)" in table
 
 
@@ -300,8 +319,16 @@ def test_runs_on_different_data_never_share_a_row(runs: list[dict]) -> None:
 
 def test_a_dropout_override_keeps_the_paper_column(runs: list[dict]) -> None:
     run = copy.deepcopy(runs[0])
-    run["config"].update(dataset="cifar10", model="vit_lite_7_4", model_overrides={"drop_path": 0.0}, epochs=300, n_train=None)
+    run["config"].update(paper_setting(model_overrides={"drop_path": 0.0}))
     assert compare([run])[0]["published"] is not None  # lape_lib's own name for stochastic depth, as timm's drop_path_rate
+    run["config"].update(paper_setting(dataset="cifar100", lr=6e-4, warmup_lr=1e-6, mix_off_epoch=None))
+    assert compare([run])[0]["published"]["add"] == PUBLISHED[("cifar100", "vit_lite_7_4")][0]  # CIFAR-100's own recipe
+    deit = copy.deepcopy(runs[0])
+    deit["config"].update({**TrainConfig.deit(batch_size=512, data_root="imagenet").to_dict(), "seeds": [0, 1]})
+    assert compare([deit])[0]["published"]["add"] == PUBLISHED[("imagefolder", "timm/deit_tiny_patch16_224")][0]
+    deit["config"]["lr"] = 5e-4  # the lr of batch 512 is 5e-4 x 512/512: unchanged; at batch 1024 it must double
+    deit["config"]["batch_size"] = 1024
+    assert compare([deit])[0]["published"] is None
 
 
 def test_an_unwritable_out_or_figures_is_an_error_not_a_traceback(runs: list[dict], tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ def test_items_are_cropped_uint8_squares_with_labels(tmp_path: Path) -> None:
     x_eval, _ = data.test[0]
     assert x_eval.shape == (3, 16, 16) and torch.equal(x_eval, data.test[0][0])  # the eval transform is fixed
     assert data.source.startswith("imagefolder-stream:")
+    from torchvision.transforms import InterpolationMode
+
+    resizes = [data.train.transform, data.test.transform.transforms[0]]  # DeiT resizes bicubic, train and eval
+    assert [t.interpolation for t in resizes] == [InterpolationMode.BICUBIC] * 2
 
 
 def test_crops_follow_seed_epoch_and_index_not_the_workers(tmp_path: Path) -> None:

@@ -129,3 +129,19 @@ def test_timm_model_in_the_trainer() -> None:
         TrainConfig(model="timm/deit_tiny_patch16_224", pes=("sin2d",))
     with pytest.raises(ValueError, match="unknown timm model"):
         TrainConfig(model="timm/deit_gigantic")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_weight_decay_skips_what_timm_names(case: str) -> None:
+    """The tokens and PE timm's ``no_weight_decay`` names, and every 1-D weight, are not decayed."""
+    from lape_lib.stack import split_weight_decay
+
+    vit = make(case)
+    model = lapeify(vit)
+    decay, no_decay = (set(map(id, g["params"])) for g in split_weight_decay(model.named_parameters(), 0.05))
+    named = dict(model.named_parameters())
+    for name in vit.no_weight_decay():
+        if "vit." + name in named:
+            assert id(named["vit." + name]) in no_decay, name
+    assert all(id(p) in no_decay for p in named.values() if p.ndim <= 1)
+    assert all(id(p) in decay for n, p in named.items() if p.ndim > 1 and n.removeprefix("vit.") not in vit.no_weight_decay())
