@@ -19,17 +19,21 @@ from typing import Any
 LOCK = ".lock"  # in a run folder while a run writes there: {"pid", "command"}
 
 
-def git_commit(root: str | os.PathLike, short: bool = True) -> str | None:
+def git_commit(root: str | os.PathLike, short: bool = True, mark_dirty: bool = False) -> str | None:
     """The commit checked out at ``root`` (its short form by default), or None outside a git checkout
-    (an installed package) or without git."""
+    (an installed package) or without git. ``mark_dirty``: append ``-dirty`` (git describe's mark)
+    when tracked files differ from that commit, so a record never credits a commit with edits it lacks."""
     import subprocess
 
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", *(["--short"] if short else []), "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+        out = git("rev-parse", *(["--short"] if short else []), "HEAD")
+        dirty = mark_dirty and bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):
         return None
-    return out or None
+    return (out + "-dirty" if dirty else out) or None
 
 
 def pid_alive(pid: int) -> bool:

@@ -111,7 +111,7 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
     done: list[Path] = []
     started = time.perf_counter()
     record: dict[str, Any] = {
-        "command": command, "commit": git_commit(NOTEBOOK_DIR.parent),
+        "command": command, "commit": git_commit(NOTEBOOK_DIR.parent, mark_dirty=True),
         "lape_lib": __version__, "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "date": time.strftime("%Y-%m-%d"), "seconds": 0.0, "notebooks": []}

@@ -77,3 +77,16 @@ def test_git_commit_names_the_checkout_and_none_outside_one(tmp_path: Path) -> N
     full = git_commit(root, short=False)
     assert full is not None and len(full) == 40 and full.startswith(git_commit(root) or "-")
     assert git_commit(tmp_path) is None  # an installed package: no checkout, no commit
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.txt").write_text("1")
+    for args in (["init", "-q"], ["add", "a.txt"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    commit = git_commit(repo)
+    assert commit is not None and git_commit(repo, mark_dirty=True) == commit
+    (repo / "new.txt").write_text("untracked files do not count")
+    assert git_commit(repo, mark_dirty=True) == commit
+    (repo / "a.txt").write_text("2")
+    assert git_commit(repo, mark_dirty=True) == commit + "-dirty" and git_commit(repo) == commit
