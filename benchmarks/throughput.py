@@ -43,7 +43,7 @@ class SafeRandAugment:
 
     With magnitude std 0.5 the magnitude can reach 10, where timm's PosterizeIncreasing asks
     for 0 bits and current Pillow raises ``ValueError`` (an older Pillow returned a black image);
-    here the op is drawn again.
+    here the whole RandAugment is drawn again (up to 5 tries; then the image passes unchanged).
     """
 
     def __init__(self, config: str = "rand-m9-mstd0.5-inc1") -> None:

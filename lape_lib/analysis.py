@@ -221,7 +221,8 @@ def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, An
 def layer_differences(model: nn.Module) -> torch.Tensor:
     """How much each layer's PE picture differs from layer 1's: mean |S_l − S_1| over patch pairs,
     S_l the cosine-similarity matrix of ``per_layer_pe`` (L values, the first 0). Near 0 for
-    every layer: all layers see the same positional pattern (as every join does at init)."""
+    every layer: all layers see the same positional pattern (as every join but ``per_layer_pe``
+    does at init; that one draws a separate P per layer)."""
     return _differences(pe_similarity(per_layer_pe(model)))
 
 
@@ -233,8 +234,9 @@ def _differences(sims: torch.Tensor) -> torch.Tensor:
 def _layer_norms(model: nn.Module) -> tuple[str, list[nn.LayerNorm]] | None:
     """The per-layer LayerNorms whose affine maps (γ, β) make a layer's PE picture differ from
     layer 1's: LaPE's LN'_l (one PE LayerNorm per layer; a lapeified timm model's ``pe_norm``s),
-    else, where P is in the stream, the token LayerNorms ``norm1``; None where every layer is
-    handed the same P (``lape_shared``) or the model has neither."""
+    else, where P is in the stream, the token LayerNorms ``norm1`` (under ``per_layer_pe`` each
+    acting on its layer's own P^(l), which differ from the start); None where every layer is handed
+    the same P (``lape_shared``) or the model has neither."""
     blocks = list(getattr(model, "blocks", None) or getattr(getattr(model, "vit", None), "blocks", None) or [])
     pe_norms = list(getattr(model, "pe_norms", None) or [getattr(b, "pe_norm", None) for b in blocks])
     if len(pe_norms) == len(blocks) > 1 and all(isinstance(n, nn.LayerNorm) for n in pe_norms):
@@ -243,7 +245,8 @@ def _layer_norms(model: nn.Module) -> tuple[str, list[nn.LayerNorm]] | None:
         return None
     norms = [getattr(b, "norm1", None) for b in blocks]
     if norms and all(isinstance(n, nn.LayerNorm) for n in norms):
-        return "the token LayerNorms' γ, β (norm1)", cast(list[nn.LayerNorm], norms)
+        own = ", each on its layer's own P^(l)" if getattr(model, "join", None) == "per_layer_pe" else ""
+        return f"the token LayerNorms' γ, β (norm1{own})", cast(list[nn.LayerNorm], norms)
     return None
 
 
@@ -287,9 +290,9 @@ def layer_difference_report(models: dict[str, nn.Module]) -> list[str]:
 @torch.no_grad()
 def stream_scale(model: VisionTransformer, images: torch.Tensor) -> list[dict[str, float]]:
     """Per layer: σ(X_l), the residual stream's per-token std entering layer l, and σ_P/σ(X_l)
-    (``sigma_pe_ratio``): how loud the input PE is next to the stream. Where P is in the stream
-    (layer 1 under ``add``) the paper's λ2 = σ_P/σ(X_l + P) follows from it; for an out-of-stream
-    join it is the ratio only, larger than the share P would get if joined to X_l."""
+    (``sigma_pe_ratio``): how loud the input PE is next to the stream. Under ``add`` the stream
+    entering layer 1 is X_0 + P, so the layer-1 ratio is the paper's λ2 = σ_P/σ(X_0 + P); for an
+    out-of-stream join it is the ratio only (larger than the share P would get if joined to X_l)."""
     sigma_p = float(_token_std(model.pos_embed()).mean()) if model.pos_embed is not None else float("nan")
     rows = []
     for x in block_inputs(model, images):

@@ -101,7 +101,8 @@ class TrainConfig:
                 raise ValueError(f"timm models run with joins 'add'/'lape' and pe 'learnable' only, got {bad[0]!r}")
             if self.save_weights:
                 raise ValueError(f"save_weights writes lape_lib models' safetensors (lape_lib.zoo reads them); {self.model!r} "
-                                 "is a timm model: leave save_weights off (checkpoint.pt in the run folder keeps its weights)")
+                                 "is a timm model: leave save_weights off (train() returns the final models in "
+                                 "results['models']; a checkpoint.pt, where one is written, holds the last checkpointed epoch's)")
         elif self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}; choose one of {list_models()} or 'timm/<name>'")
         else:  # a bad override fails here, before any data is read
@@ -249,7 +250,10 @@ RECIPE_FIELDS = ("img_size", "n_train", "n_test", "epochs", "cooldown_epochs", "
 
 def has_published_recipe(cfg: Mapping[str, Any]) -> bool:
     """Whether a run's setting has its dataset's published recipe on every ``RECIPE_FIELDS`` field
-    (DeiT's for an ImageFolder run, its lr scaled to the run's batch as the recipe scales it)."""
+    (DeiT's for an ImageFolder run, its lr scaled to the run's batch as the recipe scales it);
+    False for a dataset no recipe is for (the toy set)."""
+    if cfg["dataset"] not in (*DATASETS, "imagefolder"):
+        return False
     if cfg["dataset"] == "imagefolder":
         recipe = TrainConfig.recipe("deit", batch_size=cfg.get("batch_size"), data_root=".")  # the root is not compared
     else:

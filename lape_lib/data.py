@@ -90,7 +90,8 @@ def load_cifar(
         if not download:
             raise DataError(
                 f"no {name} found in {[str(r) for r in roots]}. Looked for {_layouts(name)}. Give a data root "
-                "that holds one (root= in Python, data_root in a notebook, --data-root on the command line)"
+                "that holds one (root= in Python, data_root in a notebook, --data-root for python -m lape_lib.train, "
+                "--root for python -m lape_lib.data)"
                 + ("" if root is not None else ", or set LAPE_DATA to one")
                 + ", or turn on download (download=True / --download): the Hugging Face Hub, else the original host."
             )
@@ -104,8 +105,8 @@ def load_cifar(
 def _layouts(name: str) -> str:
     """The layouts of ``name`` that ``_find_source`` takes, for error messages."""
     return (f"{_TORCHVISION_DIRS[name]}/ (torchvision's), {hub.folder_for(name, Path()).name}/ (a finished Hub download), "
-            f"an ImageFolder {name}/train/<class>/ with {name}/test/<class>/, or an archive of one named "
-            f"{name}*.tar, .tar.xz, .tar.gz or .tgz")
+            f"an ImageFolder train/<class>/ with test/<class>/ (in the root or in {name}/), or an archive of one "
+            f"(named {name}*.tar, .tar.xz, .tar.gz or .tgz in the root, or given as the root itself)")
 
 
 def _download(name: str, target: Path, cache: bool, root_given: bool = True) -> ImageData:

@@ -110,6 +110,9 @@ def test_layer_difference_report_reads_the_cutoff_both_ways() -> None:
     assert lines[3].startswith("lape: the PE LayerNorms' γ', β' per layer: std of γ over channels 0.000 0.000")
     shared = layer_difference_report({"lape_shared": create_model("vit_lite_7_4", join="lape_shared", depth=2)})
     assert not any("LayerNorms" in line for line in shared)  # every layer is handed the same LNpe(P): no per-layer map
+    own = layer_difference_report({"per_layer_pe": create_model("vit_lite_7_4", join="per_layer_pe", depth=3)})
+    assert "(norm1, each on its layer's own P^(l))" in own[1]  # its maps differ at init, with γ, β untouched
+    assert own[2].startswith("per_layer_pe: its layers' maps moved apart")
     assert any(line.startswith("lape: no layer's map differs from layer 1's by more than 0.05") for line in lines)
     assert "does not show the paper's layer-adaptive pattern" in lines[-1]
     # LaPE's later LayerNorms re-weighting channels moves their maps away from layer 1's.

@@ -229,7 +229,8 @@ def test_offline_the_error_names_every_source(tmp_path: Path) -> None:
     message = str(err.value)
     for part in ("Hub (uoft-cs/cifar10 at main), try 1", "Hub (uoft-cs/cifar10 at main), try 2", "torchvision (the original host), try 2",
                  "name resolution", f"Copy cifar10 into {tmp_path / 'data'} as cifar-10-batches-py/ (torchvision's), "
-                 "cifar10-hf/ (a finished Hub download), an ImageFolder cifar10/train/<class>/ with cifar10/test/<class>/"):
+                 "cifar10-hf/ (a finished Hub download), an ImageFolder train/<class>/ with test/<class>/ (in the root or "
+                 "in cifar10/)"):
         assert part in message, part
     assert "(or set LAPE_DATA" not in message  # a root was given: LAPE_DATA would not be read
 
@@ -294,7 +295,7 @@ def test_the_command_line_fetches_and_says_where_from(tmp_path: Path, monkeypatc
     FakeHub(tmp_path / "repo", monkeypatch)
     data_module.main(["cifar10", "--root", str(tmp_path / "data"), "--download"])
     assert f"from hub:uoft-cs/cifar10@{COMMIT}" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match=r"error: no cifar100 found.* cifar-100-python/ \(torchvision's\).*--data-root"):
+    with pytest.raises(SystemExit, match=r"error: no cifar100 found.* cifar-100-python/ \(torchvision's\).*--root for python -m lape_lib.data"):
         data_module.main(["cifar100", "--root", str(tmp_path / "data")])
 
 

@@ -125,6 +125,9 @@ def test_published_figures_and_verdict(runs: list[dict]) -> None:
         other = copy.deepcopy(run)
         other["config"].update(paper_setting(**change))
         assert compare([other])[0]["published"] is None, change  # 300 epochs on all images, another recipe
+    from lape_lib.config import has_published_recipe
+
+    assert has_published_recipe(paper_setting()) and not has_published_recipe(paper_setting(dataset="toy"))
     run["config"].update(paper_setting(model_overrides={"drop_path_rate": 0.1}))
     for arm in run["arms"].values():  # make LaPE 1 point better on seed 0 and 2 on seed 1
         arm["final"]["test_acc"] = 90.0 + (arm["seed"] + 1 if arm["join"] == "lape" else 0)
