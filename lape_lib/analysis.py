@@ -274,7 +274,7 @@ def layer_difference_report(models: dict[str, nn.Module]) -> list[str]:
                          + " ".join(f"{float(n.weight.std()):.3f}" for n in layers)
                          + "; mean |β| " + " ".join(f"{float(n.bias.abs().mean()):.3f}" for n in layers))
     for name, v in largest.items():
-        lines.append(f"{name}: " + (f"its layers' maps moved apart (largest mean difference {v:.3f} > {LAYER_CUTOFF})"
+        lines.append(f"{name}: " + (f"its layers' maps differ from layer 1's (largest mean difference {v:.3f} > {LAYER_CUTOFF})"
                                     if v > LAYER_CUTOFF else
                                     f"no layer's map differs from layer 1's by more than {LAYER_CUTOFF} on average over "
                                     f"patch pairs (largest {v:.3f})"))
@@ -290,9 +290,11 @@ def layer_difference_report(models: dict[str, nn.Module]) -> list[str]:
 @torch.no_grad()
 def stream_scale(model: VisionTransformer, images: torch.Tensor) -> list[dict[str, float]]:
     """Per layer: σ(X_l), the residual stream's per-token std entering layer l, and σ_P/σ(X_l)
-    (``sigma_pe_ratio``): how loud the input PE is next to the stream. Under ``add`` the stream
-    entering layer 1 is X_0 + P, so the layer-1 ratio is the paper's λ2 = σ_P/σ(X_0 + P); for an
-    out-of-stream join it is the ratio only (larger than the share P would get if joined to X_l)."""
+    (``sigma_pe_ratio``): how loud the input PE is next to the stream, as a ratio of token-averaged
+    stds. Under ``add`` the stream entering layer 1 is X_0 + P, so the layer-1 ratio is close to the
+    paper's λ2 but not equal to it: λ2 is a per-token ratio, which ``pe_share`` averages over the
+    tokens. For an out-of-stream join it is the ratio only (larger than
+    the share P would get if joined to X_l)."""
     sigma_p = float(_token_std(model.pos_embed()).mean()) if model.pos_embed is not None else float("nan")
     rows = []
     for x in block_inputs(model, images):

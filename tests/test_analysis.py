@@ -112,7 +112,7 @@ def test_layer_difference_report_reads_the_cutoff_both_ways() -> None:
     assert not any("LayerNorms" in line for line in shared)  # every layer is handed the same LNpe(P): no per-layer map
     own = layer_difference_report({"per_layer_pe": create_model("vit_lite_7_4", join="per_layer_pe", depth=3)})
     assert "(norm1, each on its layer's own P^(l))" in own[1]  # its maps differ at init, with γ, β untouched
-    assert own[2].startswith("per_layer_pe: its layers' maps moved apart")
+    assert own[2].startswith("per_layer_pe: its layers' maps differ from layer 1's")
     assert any(line.startswith("lape: no layer's map differs from layer 1's by more than 0.05") for line in lines)
     assert "does not show the paper's layer-adaptive pattern" in lines[-1]
     # LaPE's later LayerNorms re-weighting channels moves their maps away from layer 1's.
@@ -122,7 +122,7 @@ def test_layer_difference_report_reads_the_cutoff_both_ways() -> None:
             norm.weight.copy_(torch.rand_like(norm.weight) * 3)
     assert float(layer_differences(moved).max()) > LAYER_CUTOFF
     lines = layer_difference_report({"add": at_init["add"], "lape": moved})
-    assert any(line.startswith("lape: its layers' maps moved apart") for line in lines)
+    assert any(line.startswith("lape: its layers' maps differ from layer 1's") for line in lines)
     assert not any("does not show" in line for line in lines)
     # β' alone moves them too (γ' left at 1), and the report prints it.
     shifted = create_model("vit_lite_7_4", join="lape", depth=3)
