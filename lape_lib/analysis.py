@@ -166,7 +166,9 @@ def pe_share(model: VisionTransformer, images: torch.Tensor) -> dict[str, float]
     γ = 1 and β = 0 (as at init) the share is the paper's λ2; a unit-scale PE next to unit-scale tokens gives ≈ 0.7.
     """
     if model.pos_embed is None:
-        raise ValueError(f"pe_share needs a model with an absolute position embedding, got pe={model.pe_type!r}")
+        why = (" and join='per_layer_pe' (one P per layer; pe_share reads the single P of layer 1's input)"
+               if model.join == "per_layer_pe" else "")
+        raise ValueError(f"pe_share needs a model with one absolute position embedding, got pe={model.pe_type!r}{why}")
     images = images.to(model_device(model))
     was_training = model.training
     model.eval()
@@ -193,7 +195,8 @@ def _token_std(t: torch.Tensor) -> torch.Tensor:
 
 
 def pe_shares(results: dict[str, Any], n_images: int = 256) -> list[dict[str, Any]]:
-    """``pe_share`` of every absolute-PE arm of a ``train`` results dict (its lowest seed), at init
+    """``pe_share`` of every absolute-PE arm but ``per_layer_pe`` (one P per layer) of a ``train``
+    results dict (its lowest seed), at init
     (rebuilt from the same seed) and trained, on the run's first ``n_images`` test images."""
     from .config import TrainConfig, arm_label, arm_name, initial_model, load_data
     from .images import ImageData

@@ -3,8 +3,8 @@
 Where data is read from, in order: an explicit ``root``, else ``$LAPE_DATA``, else ``./data``,
 the checkout's ``data/``, and ``../shared/data`` beside the checkout. Inside a root the loader
 takes the first layout it finds (see ``_find_source``). With ``download=True`` and nothing
-found, CIFAR is downloaded into the root: first the Hugging Face Hub's parquet copy (seconds; see
-``lape_lib.hub``), then, should that fail, torchvision's download of the original archive (its
+found, CIFAR is downloaded into the root: first the Hugging Face Hub's parquet copy (reported to
+take seconds; see ``lape_lib.hub``), then, should that fail, torchvision's download of the original archive (its
 host is reported to be slow, an hour or more; not measured here). Each source gets a second try. Every load
 says where it read from (``ImageData.source``).
 """
@@ -285,17 +285,18 @@ def _stack(items: dict[str, list[tuple[str, str, np.ndarray]]], classes: tuple[s
     return tuple(out)
 
 
-def _split_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
+def _split_class(parts: tuple[str, ...], eval_splits: tuple[str, ...] = ("test", "val")) -> tuple[str, str] | None:
+    """(split, class) of a file's path parts: ``train`` or one of ``eval_splits`` (read as the test split)."""
     for i, part in enumerate(parts[:-2]):
-        if part in ("train", "test", "val"):
+        if part == "train" or part in eval_splits:
             return "train" if part == "train" else "test", parts[i + 1]
     return None
 
 
-def _read_imagefolder(folder: Path, size: int | None = None):
+def _read_imagefolder(folder: Path, size: int | None = None, eval_splits: tuple[str, ...] = ("test", "val")):
     items: dict[str, list] = {"train": [], "test": []}
     for path in sorted(folder.glob("*/*/*")):
-        where = _split_class(path.relative_to(folder).parts)
+        where = _split_class(path.relative_to(folder).parts, eval_splits)
         if where is None or not path.is_file() or not is_image_file(path.name):
             continue
         items[where[0]].append((where[1], path.name, decode_image(path.read_bytes(), str(path), size)))
@@ -400,12 +401,13 @@ def imagefolder_splits(root: str | os.PathLike) -> tuple[Path, Path]:
 def load_imagefolder(root: str | os.PathLike, img_size: int, *, n_train: int | None = None, n_test: int | None = None,
                      seed: int = 0) -> ImageData:
     """Any ``train/<class>/*`` + ``val/<class>/*`` (or ``test/``) tree, resized to ``img_size`` squares, in memory.
+    Its test split is ``val/`` where there is one, else ``test/`` (as the streamed loader's).
 
     Meant for small ImageNet-style sets (a subset, Imagenette, a generated test tree): the
     decoded images are held as uint8 tensors, which full ImageNet-1K at 224 px does not fit.
     """
-    folder, _ = imagefolder_splits(root)
-    (x_train, y_train, x_test, y_test), classes = _read_imagefolder(folder, img_size)
+    folder, test_dir = imagefolder_splits(root)
+    (x_train, y_train, x_test, y_test), classes = _read_imagefolder(folder, img_size, eval_splits=(test_dir.name,))
     mean, std = IMAGENET_MEAN_STD
     data = ImageData(x_train, y_train, x_test, y_test, classes=classes, mean=mean, std=std, source=f"imagefolder:{folder}")
     return subset(data, n_train, n_test, seed)

@@ -2,8 +2,8 @@
 
 ``check(globals(), SPEC)`` validates every parameter (type, choices), applies smoke mode and
 prints the values in use. Smoke mode (``LAPE_SMOKE=1``) swaps in tiny values so that tools
-that inject no parameters (nbval, a plain "Run all") finish in seconds on a CPU; values that
-papermill injected are kept only when smoke mode is off.
+that inject no parameters (nbval, a plain "Run all") finish in seconds on a CPU: in smoke mode a
+parameter that has a smoke value gets it whatever papermill injected, and the others keep theirs.
 """
 
 from __future__ import annotations

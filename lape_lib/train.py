@@ -1,4 +1,5 @@
-"""The trainer: CIFAR (or the toy set) held on the device, several models on the same batches.
+"""The trainer: CIFAR, the toy set or an ImageFolder tree (held on the device, or streamed from
+disk), several models on the same batches.
 
     python -m lape_lib.train --model vit_lite_7_4 --joins add lape --seeds 0 1 2 --epochs 300 --out runs/c10
 
@@ -6,7 +7,8 @@ One run trains every (seed, pe, join) combination. A join may carry the learnabl
 std, ``add@1.0``: the scale-matched control arm beside the default ``add`` (std 0.2).
 Models that share a seed see identical
 batches and augmentations (drawn from seed, epoch and step alone), so add-vs-LaPE is a paired
-comparison; several small models in one process also keep a big GPU busy. A checkpoint is
+comparison; several small models in one process are meant to keep a large GPU busy (not yet
+measured on a GPU). A checkpoint is
 written atomically after every epoch and a killed run resumes from it.
 """
 

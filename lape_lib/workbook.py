@@ -121,7 +121,7 @@ def run(out: Path, overrides: dict[str, Any], only: list[str] | None = None, use
     accepted_by = {n: notebook_parameters(NOTEBOOK_DIR / n) for n in names}
     unknown = set(overrides) - set().union(*accepted_by.values())
     if unknown:  # fail before the first notebook runs, not after
-        raise SystemExit(f"error: no notebook has parameter(s) {sorted(unknown)}")
+        raise SystemExit(f"error: none of the notebooks run here ({', '.join(names)}) has parameter(s) {sorted(unknown)}")
     for name in names:
         path = NOTEBOOK_DIR / name
         accepted = accepted_by[name]

@@ -2,7 +2,8 @@
 
 The notebooks that show trained per-layer PEs (01, 03) call ``trained_models``: it loads
 ``{pe}-{join}-s{seed}.safetensors`` from the first folder that has them (an explicit one, the
-workbook's own training output, then the repository's ``results/checkpoints``) and otherwise
+workbook's own training output, then ``results/checkpoints`` in the repository, if someone has put
+weights there: none are shipped) and otherwise
 trains the pair briefly, on the toy set by default, where position is all that matters.
 """
 

@@ -94,7 +94,10 @@ def test_pe_share_is_lambda2_under_add_and_unit_scale_under_the_normed_joins() -
     for join in ("add_norm", "lape_shared", "lape"):
         normed = pe_share(create_model("vit_lite_7_4", join=join, depth=2), images)
         assert normed["sigma_pe"] == pytest.approx(1.0, abs=1e-3)  # LNpe hands on a unit-scale PE
-    with pytest.raises(ValueError, match="pe_share needs a model with an absolute position embedding, got pe='none'"):
+    with pytest.raises(ValueError, match="pe_share needs a model with one absolute position embedding, got pe='learnable' "
+                                         "and join='per_layer_pe'"):
+        pe_share(create_model("vit_lite_7_4", join="per_layer_pe", depth=2), images)
+    with pytest.raises(ValueError, match="pe_share needs a model with one absolute position embedding, got pe='none'$"):
         pe_share(create_model("vit_lite_7_4", pe="none", join="add", depth=2), images)
 
 

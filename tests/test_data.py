@@ -329,5 +329,8 @@ def test_both_imagefolder_readers_take_the_same_files(tmp_path: Path) -> None:
     held = load_imagefolder(tree, img_size=16)
     streamed = open_imagefolder(tree, img_size=16, workers=0)
     assert (held.n_train, held.n_test) == (streamed.n_train, streamed.n_test) == (17, 8)
+    (tree / "test" / "cat").mkdir(parents=True)  # a test/ beside val/: both readers evaluate on val/ alone
+    Image.fromarray(np.zeros((20, 24, 3), dtype=np.uint8)).save(tree / "test" / "cat" / "t.jpg")
+    assert load_imagefolder(tree, img_size=16).n_test == open_imagefolder(tree, img_size=16, workers=0).n_test == 8
     assert [is_image_file(n) for n in ("a.jpg", "b.JPEG", "c.webp", ".DS_Store", "._a.jpg", "notes.txt")] == [
         True, True, True, False, False, False]

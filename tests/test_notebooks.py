@@ -122,7 +122,7 @@ def test_wrong_parameter_fails_early(name: str, params: dict, needle: str, tmp_p
 def test_workbook_runner_rejects_unknown_parameters_before_running(tmp_path: Path) -> None:
     from lape_lib.workbook import run
 
-    with pytest.raises(SystemExit, match=r"no notebook has parameter\(s\) \['epoch'\]"):
+    with pytest.raises(SystemExit, match=r"none of the notebooks run here \(.*02_train_vitlite_cifar.ipynb.*\) has parameter\(s\) \['epoch'\]"):
         run(tmp_path, {"epoch": 3})
     with pytest.raises(SystemExit, match="no notebook matches"):
         run(tmp_path, {}, only=["99"])
