@@ -16,7 +16,7 @@ from .checkpoint import load_model
 from .models import VisionTransformer
 from .config import TrainConfig, arm_name
 from .notebook import smoke_mode
-from .presets import zoo_settings
+from .presets import resolve_preset, zoo_settings
 from .train import train
 
 REPO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "results" / "checkpoints"
@@ -28,6 +28,15 @@ def find_weights(names: list[str], folders: list[str | Path | None]) -> Path | N
         if folder is not None and all((Path(folder) / f"{n}.safetensors").is_file() for n in names):
             return Path(folder)
     return None
+
+
+def notebook_02_weights(output_dir: str | Path, use: bool | None = None) -> Path | None:
+    """Notebook 02's output folder as a place for ``trained_models`` to look, or None. ``use=None``
+    (the notebooks' default): only where the training notebooks pick the ``class`` preset (a GPU),
+    since 02's ``cpu`` run, 2 layers for 6 epochs, is too short for its PEs to take shape."""
+    if use is None:
+        use = resolve_preset("auto") != "cpu"
+    return Path(output_dir) / "02_train" if use else None
 
 
 def trained_models(
