@@ -13,7 +13,6 @@ A figure to read, not a test: the machines are noisy.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import torch
@@ -21,7 +20,7 @@ import torch
 from lape_lib.augment import AugmentConfig, BatchAugment
 from lape_lib.train import augment_seeds, batch_generator, environment
 
-from _table import merge_row  # benchmarks/ itself: on the path when run as a script
+from _table import command, merge_row  # benchmarks/ itself: on the path when run as a script
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = env["gpu"] or f"cpu ({env['cpu_threads']} threads)"
     key = f"{name} | x{args.seeds} b{args.batch_size}"
     row = {"device": name, "environment": env, "seeds": args.seeds, "batch_size": args.batch_size, "steps": args.steps,
-           "images_per_s": rates, "command": "python benchmarks/augment.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+           "images_per_s": rates, "command": command("augment.py", argv)}
     merge_row(args.out, key, row)
     print(f"device: {name}; {args.seeds} seeds x batch {args.batch_size}, full recipe")
     for way, rate in rates.items():

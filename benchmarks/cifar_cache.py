@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from lape_lib.data import load_cifar
 from lape_lib.train import environment
 
-from _table import merge_row  # benchmarks/ itself: on the path when run as a script
+from _table import command, host_name, merge_row  # benchmarks/ itself: on the path when run as a script
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -29,17 +28,24 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     env = environment()
     seconds = []
+    before = os.environ.get("LAPE_CACHE")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LAPE_CACHE"] = tmp
-        for what in ("decode and write the cache", "read the cache"):
-            t0 = time.perf_counter()
-            data = load_cifar("cifar10", args.root)
-            seconds.append(time.perf_counter() - t0)
-            print(f"{what}: {seconds[-1]:.1f} s ({data.n_train + data.n_test} images from {data.source})")
-    name = f"cpu ({env['cpu_threads']} threads)" if env["gpu"] is None else f"{env['gpu']} host"
+        try:
+            for what in ("decode and write the cache", "read the cache"):
+                t0 = time.perf_counter()
+                data = load_cifar("cifar10", args.root)
+                seconds.append(time.perf_counter() - t0)
+                print(f"{what}: {seconds[-1]:.1f} s ({data.n_train + data.n_test} images from {data.source})")
+        finally:  # a caller's later loads must not look in the folder this call deletes
+            if before is None:
+                del os.environ["LAPE_CACHE"]
+            else:
+                os.environ["LAPE_CACHE"] = before
+    name = host_name(env)
     record = {"device": name, "environment": env, "source": data.source, "images": data.n_train + data.n_test,
               "first_load_s": seconds[0], "cached_load_s": seconds[1],
-              "command": "python benchmarks/cifar_cache.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "command": command("cifar_cache.py", argv)}
     merge_row(Path(args.out), name, record)
     print(f"written to {args.out}")
     return record

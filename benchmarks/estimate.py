@@ -13,7 +13,6 @@ test: the machines are noisy.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 
@@ -22,7 +21,7 @@ from lape_lib.config import TrainConfig
 from lape_lib.speed import estimate_minutes
 from lape_lib.train import environment, train
 
-from _table import merge_row  # benchmarks/ itself: on the path when run as a script
+from _table import command, merge_row  # benchmarks/ itself: on the path when run as a script
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
            "ratio": est["minutes"] / measured_min, "estimate_images_per_s": est["images_per_s"],
            "measured_images_per_s": results["arms"][next(iter(results["arms"]))]["history"][-1]["images_per_s"],
            "estimate_took_s": estimate_s,
-           "command": "python benchmarks/estimate.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+           "command": command("estimate.py", argv)}
     merge_row(args.out, key, row)
     print(f"{key}: estimated {est['minutes']:.2f} min, measured {measured_min:.2f} min "
           f"(estimate / measured = {row['ratio']:.2f}; the estimate itself took {estimate_s:.0f} s)")

@@ -13,7 +13,6 @@ figure says how many CPU cores a GPU needs to be fed: divide the GPU step's imag
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from PIL import Image
 from lape_lib.stream import open_imagefolder
 from lape_lib.train import environment
 
-from _table import merge_row  # benchmarks/ itself: on the path when run as a script
+from _table import command, host_name, merge_row  # benchmarks/ itself: on the path when run as a script
 
 
 def make_jpeg_tree(root: Path, n: int, size: tuple[int, int] = (500, 375), classes: int = 4) -> float:
@@ -76,10 +75,10 @@ def main(argv: list[str] | None = None) -> dict:
             rate = time_loader(Path(tmp), w, args.batch_size, args.img_size)
             rows[str(w)] = rate
             print(f"workers={w}: {rate:7.1f} images/s" + (" (in the main process)" if w == 0 else ""))
-    name = f"cpu ({env['cpu_threads']} threads)" if env["gpu"] is None else f"{env['gpu']} host"
+    name = host_name(env)
     record = {"device": name, "environment": env, "images": args.images, "mean_jpeg_kb": kb, "img_size": args.img_size,
               "batch_size": args.batch_size, "images_per_s_by_workers": rows,
-              "command": "python benchmarks/loader.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "command": command("loader.py", argv)}
     out = Path(args.out)
     merge_row(out, name, record)
     print(f"written to {out}")

@@ -285,7 +285,10 @@ def _stack(items: dict[str, list[tuple[str, str, np.ndarray]]], classes: tuple[s
     return tuple(out)
 
 
-def _split_class(parts: tuple[str, ...], eval_splits: tuple[str, ...] = ("test", "val")) -> tuple[str, str] | None:
+EVAL_SPLITS = ("test", "val")  # folder names read as the test split of a CIFAR tree or archive
+
+
+def _split_class(parts: tuple[str, ...], eval_splits: tuple[str, ...] = EVAL_SPLITS) -> tuple[str, str] | None:
     """(split, class) of a file's path parts: ``train`` or one of ``eval_splits`` (read as the test split)."""
     for i, part in enumerate(parts[:-2]):
         if part == "train" or part in eval_splits:
@@ -293,7 +296,7 @@ def _split_class(parts: tuple[str, ...], eval_splits: tuple[str, ...] = ("test",
     return None
 
 
-def _read_imagefolder(folder: Path, size: int | None = None, eval_splits: tuple[str, ...] = ("test", "val")):
+def _read_imagefolder(folder: Path, size: int | None = None, eval_splits: tuple[str, ...] = EVAL_SPLITS):
     items: dict[str, list] = {"train": [], "test": []}
     for path in sorted(folder.glob("*/*/*")):
         where = _split_class(path.relative_to(folder).parts, eval_splits)
